@@ -1,0 +1,33 @@
+"""Flow modules: layers that own parameters, the :class:`Flow` stack and builders."""
+
+from flowguide.flows.builders import MIXINGS, affine_coupling_flow, iaf, neural_spline_flow, planar_flow
+from flowguide.flows.distribution import FlowDistribution
+from flowguide.flows.flow import Flow
+from flowguide.flows.layers import (
+    Autoregressive,
+    Coupling,
+    ElementwiseAffine,
+    FlowLayer,
+    LULinear,
+    Permutation,
+    Planar,
+    check_context,
+)
+
+__all__ = [
+    "MIXINGS",
+    "Autoregressive",
+    "Coupling",
+    "ElementwiseAffine",
+    "Flow",
+    "FlowDistribution",
+    "FlowLayer",
+    "LULinear",
+    "Permutation",
+    "Planar",
+    "affine_coupling_flow",
+    "check_context",
+    "iaf",
+    "neural_spline_flow",
+    "planar_flow",
+]

@@ -1,0 +1,250 @@
+r"""Flow layers: ``nn.Module``\ s that own parameters and build a transform per call.
+
+Calling a layer with an optional ``context`` returns a
+:class:`~flowguide.transforms.FlowTransform` whose tensors are the layer's parameters
+(or functions of them and of the context). All state is in parameters and buffers, so
+``.to(device)``, ``.double()`` and ``state_dict()`` work as for any module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from flowguide.nn import MADE, MLP, check_dim
+from flowguide.transforms import (
+    AffineTransform,
+    AutoregressiveTransform,
+    CouplingTransform,
+    FlowTransform,
+    LULinearTransform,
+    MapSpec,
+    PermutationTransform,
+    PlanarTransform,
+)
+
+__all__ = [
+    "FlowLayer",
+    "ElementwiseAffine",
+    "Planar",
+    "Autoregressive",
+    "Coupling",
+    "Permutation",
+    "LULinear",
+]
+
+
+class FlowLayer(nn.Module):
+    """Base class: ``layer(context=None)`` returns this layer's transform.
+
+    Arguments:
+        dim: Number of coordinates :math:`D \\ge 1`.
+        context_dim: Size of the context vector, or ``None`` for an unconditional layer.
+    """
+
+    def __init__(self, dim: int, context_dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = check_dim("dim", dim)
+        self.context_dim = None if context_dim is None else check_dim("context_dim", context_dim)
+
+    def forward(self, context: Tensor | None = None) -> FlowTransform:
+        return self.build(check_context(context, self.context_dim, type(self).__name__))
+
+    def build(self, context: Tensor | None) -> FlowTransform:
+        """Build the transform for a validated ``context``."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, context_dim={self.context_dim}"
+
+
+def check_context(context: Tensor | None, context_dim: int | None, owner: str) -> Tensor | None:
+    """Return ``context`` if it fits ``context_dim``, else raise a clear error."""
+    if context_dim is None:
+        if context is not None:
+            raise ValueError(f"{owner} is unconditional (context_dim=None) but got a context")
+        return None
+    if context is None:
+        raise ValueError(f"{owner} needs a context of size context_dim={context_dim}")
+    if not isinstance(context, Tensor):
+        raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+    if context.dim() < 1 or context.shape[-1] != context_dim:
+        raise ValueError(
+            f"context must have shape (..., {context_dim}) for {owner}, got {tuple(context.shape)}"
+        )
+    return context
+
+
+class ElementwiseAffine(FlowLayer):
+    r"""Learnable elementwise affine map :math:`z = \mu + e^{s} \odot u`.
+
+    Starts as the identity; :meth:`set_loc_scale` sets it from an initial location and
+    scale (as autoguides do).
+
+    Arguments:
+        dim: Number of coordinates.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+
+    @torch.no_grad()
+    def set_loc_scale(self, loc: Tensor, scale: Tensor) -> None:
+        """Set :math:`\\mu` and :math:`e^{s}` in place (shapes ``(D,)``, ``scale > 0``)."""
+        self.loc.copy_(loc)
+        self.log_scale.copy_(torch.as_tensor(scale, dtype=self.loc.dtype).log())
+
+    def build(self, context: Tensor | None) -> FlowTransform:
+        return AffineTransform(self.loc, self.log_scale, event_dim=1)
+
+
+class Planar(FlowLayer):
+    r"""Planar layer :math:`f(x) = x + \hat u \tanh(w^\top x + b)`.
+
+    Unconditional: :math:`u, w, b` are parameters. Conditional (amortized, as in the
+    VAE of Rezende & Mohamed): an MLP maps the context to :math:`(u, w, b)` per data
+    point; its output bias starts at the unconditional initialization.
+
+    Arguments:
+        dim: Number of coordinates.
+        context_dim: Size of the context, or ``None``.
+        hidden_dims: Hidden widths of the context network.
+    """
+
+    def __init__(self, dim: int, context_dim: int | None = None, hidden_dims: Sequence[int] = (64,)) -> None:
+        super().__init__(dim, context_dim)
+        bound = 1 / math.sqrt(dim)
+        init = torch.cat([torch.empty(2 * dim).uniform_(-bound, bound), torch.zeros(1)])
+        if self.context_dim is None:
+            self.params = nn.Parameter(init)
+        else:
+            self.hyper = MLP(self.context_dim, 1, 2 * dim + 1, hidden_dims)
+            with torch.no_grad():
+                self.hyper.net[-1].bias.copy_(init)
+
+    def build(self, context: Tensor | None) -> FlowTransform:
+        raw = self.params if context is None else self.hyper(context).squeeze(-2)
+        u, w, b = raw.split([self.dim, self.dim, 1], -1)
+        return PlanarTransform(u, w, b.squeeze(-1))
+
+
+class Autoregressive(FlowLayer):
+    r"""Inverse autoregressive layer: an elementwise map conditioned by a MADE.
+
+    With :class:`~flowguide.transforms.AffineSpec` this is IAF; with
+    :class:`~flowguide.transforms.SplineSpec` the autoregressive neural spline flow.
+
+    Arguments:
+        dim: Number of coordinates.
+        spec: The elementwise map.
+        hidden_dims: Hidden widths of the MADE.
+        context_dim: Size of the context, or ``None``.
+        order: Autoregressive order (default natural).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        spec: MapSpec,
+        hidden_dims: Sequence[int] = (64, 64),
+        context_dim: int | None = None,
+        order: Tensor | None = None,
+    ) -> None:
+        super().__init__(dim, context_dim)
+        self.spec = spec
+        self.made = MADE(dim, spec.num_params, hidden_dims, self.context_dim, order)
+
+    def build(self, context: Tensor | None) -> FlowTransform:
+        return AutoregressiveTransform(partial(self.made, context=context), self.spec, self.made.passes)
+
+
+class Coupling(FlowLayer):
+    r"""Coupling layer: the last ``dim - split`` coordinates are mapped elementwise,
+    conditioned (through an MLP) on the first ``split`` and the context.
+
+    Arguments:
+        dim: Number of coordinates.
+        spec: The elementwise map.
+        hidden_dims: Hidden widths of the conditioner.
+        context_dim: Size of the context, or ``None``.
+        split: Coordinates passed through (default ``dim // 2``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        spec: MapSpec,
+        hidden_dims: Sequence[int] = (64, 64),
+        context_dim: int | None = None,
+        split: int | None = None,
+    ) -> None:
+        super().__init__(dim, context_dim)
+        self.split = dim // 2 if split is None else split
+        if not 0 <= self.split < dim:
+            raise ValueError(f"split must lie in [0, dim), got split={split} for dim={dim}")
+        self.spec = spec
+        self.hyper = MLP(self.split, dim - self.split, spec.num_params, hidden_dims, self.context_dim)
+
+    def build(self, context: Tensor | None) -> FlowTransform:
+        return CouplingTransform(partial(self.hyper, context=context), self.spec, self.split)
+
+
+class Permutation(FlowLayer):
+    """Fixed permutation of the coordinates (a buffer, no parameters).
+
+    Arguments:
+        order: A permutation of ``range(dim)``.
+    """
+
+    def __init__(self, order: Tensor) -> None:
+        order = torch.as_tensor(order, dtype=torch.long)
+        super().__init__(order.numel())
+        if not torch.equal(order.sort().values, torch.arange(self.dim)):
+            raise ValueError(f"order must be a permutation of range({self.dim}), got {order.tolist()}")
+        self.register_buffer("order", order)
+
+    @classmethod
+    def reverse(cls, dim: int) -> Permutation:
+        """The permutation that reverses the coordinates."""
+        return cls(torch.arange(check_dim("dim", dim) - 1, -1, -1))
+
+    @classmethod
+    def random(cls, dim: int, seed: int = 0) -> Permutation:
+        """A random permutation drawn from a generator seeded with ``seed``."""
+        generator = torch.Generator().manual_seed(seed)
+        return cls(torch.randperm(check_dim("dim", dim), generator=generator))
+
+    def build(self, context: Tensor | None) -> FlowTransform:
+        return PermutationTransform(self.order)
+
+
+class LULinear(FlowLayer):
+    r"""Learned invertible linear map :math:`y = L U x + c`, initialized to the identity.
+
+    Holds :math:`D(D-1)/2` entries for each triangle, :math:`D` log-diagonal entries and
+    a bias; parameter count is quadratic in :math:`D`.
+
+    Arguments:
+        dim: Number of coordinates.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        n = dim * (dim - 1) // 2
+        self.register_buffer("lower_index", torch.tril_indices(dim, dim, -1))
+        self.lower_entries = nn.Parameter(torch.zeros(n))
+        self.upper_entries = nn.Parameter(torch.zeros(n))
+        self.log_diag = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def build(self, context: Tensor | None) -> FlowTransform:
+        rows, cols = self.lower_index
+        lower = self.log_diag.new_zeros(self.dim, self.dim).index_put((rows, cols), self.lower_entries)
+        upper = self.log_diag.new_zeros(self.dim, self.dim).index_put((cols, rows), self.upper_entries)
+        return LULinearTransform(lower, upper, self.log_diag, self.bias)

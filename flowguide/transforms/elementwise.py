@@ -1,0 +1,257 @@
+r"""Elementwise monotone maps built from parameter tensors.
+
+These are the "transformers" of coupling and autoregressive flows: a conditioner
+produces a tensor of raw parameters of shape ``(..., D, P)`` and a :class:`MapSpec`
+turns it into an elementwise bijection. Raw parameters equal to zero give the
+identity map, so a conditioner initialized near zero gives a near-identity flow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from flowguide.transforms.base import FlowTransform
+
+__all__ = [
+    "ElementwiseTransform",
+    "AffineTransform",
+    "RQSplineTransform",
+    "MapSpec",
+    "AffineSpec",
+    "SplineSpec",
+    "soft_clamp",
+]
+
+
+def soft_clamp(x: Tensor, bound: float) -> Tensor:
+    r"""Smoothly squash ``x`` into :math:`(-b, b)` as :math:`b \tanh(x / b)`.
+
+    Unlike a hard clamp, the gradient is positive everywhere, so a saturated
+    log-scale can still be trained back.
+    """
+    return bound * torch.tanh(x / bound)
+
+
+class ElementwiseTransform(FlowTransform):
+    """Base of the elementwise maps; log-determinants are summed over events.
+
+    Subclasses implement :meth:`_forward` and :meth:`_backward`, both returning the
+    elementwise log-derivative of the *forward* map.
+
+    Arguments:
+        event_dim: Rightmost dimensions summed into the log-determinant.
+    """
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _sum(self, ladj: Tensor) -> Tensor:
+        return ladj.sum(tuple(range(-self._event_dim, 0))) if self._event_dim else ladj
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, ladj = self._forward(x)
+        return y, self._sum(ladj)
+
+    def inv_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        x, ladj = self._backward(y)
+        return x, -self._sum(ladj)
+
+
+class AffineTransform(ElementwiseTransform):
+    r"""The elementwise affine map :math:`y = \mu + e^{s} x`.
+
+    Arguments:
+        shift: Shift :math:`\mu`, broadcastable against the input.
+        log_scale: Log-scale :math:`s`, broadcastable against the input.
+        event_dim: Rightmost dimensions summed into the log-determinant.
+    """
+
+    sign = 1
+
+    def __init__(self, shift: Tensor, log_scale: Tensor, event_dim: int = 0) -> None:
+        super().__init__(event_dim)
+        self.shift, self.log_scale = shift, log_scale
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = self.shift + self.log_scale.exp() * x
+        return y, self.log_scale.expand_as(y)
+
+    def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = (y - self.shift) * torch.exp(-self.log_scale)
+        return x, self.log_scale.expand_as(x)
+
+
+class RQSplineTransform(ElementwiseTransform):
+    r"""Monotone rational-quadratic spline on :math:`[-B, B]` with identity tails.
+
+    Inside the interval the map is the spline of Durkan et al. (2019) through
+    :math:`K + 1` knots :math:`(x_k, y_k)` with positive derivatives :math:`d_k`; the
+    boundary derivatives are 1, so outside the interval the map is the identity and
+    the whole of :math:`\mathbb{R}` is covered. In bin :math:`k`, with
+    :math:`\xi = (x - x_k) / w_k` and :math:`s_k = h_k / w_k`,
+
+    .. math::
+        y = y_k + \frac{h_k [s_k \xi^2 + d_k \xi (1 - \xi)]}
+                       {s_k + (d_{k+1} + d_k - 2 s_k) \xi (1 - \xi)}.
+
+    Arguments:
+        knots_x: Knot abscissae, shape ``(..., K + 1)``, from :math:`-B` to :math:`B`.
+        knots_y: Knot ordinates, shape ``(..., K + 1)``, from :math:`-B` to :math:`B`.
+        derivatives: Derivatives at the knots, shape ``(..., K + 1)``, all positive.
+        event_dim: Rightmost dimensions summed into the log-determinant.
+
+    References:
+        Neural Spline Flows (Durkan, Bekasov, Murray and Papamakarios, 2019),
+        arXiv:1906.04032.
+    """
+
+    sign = 1
+
+    def __init__(self, knots_x: Tensor, knots_y: Tensor, derivatives: Tensor, event_dim: int = 0) -> None:
+        super().__init__(event_dim)
+        self.knots_x, self.knots_y, self.derivatives = knots_x, knots_y, derivatives
+
+    @property
+    def bound(self) -> Tensor:
+        return self.knots_x[..., -1]
+
+    def _bin(self, knots: Tensor, v: Tensor) -> tuple[Tensor, ...]:
+        """Bin of each ``v`` and the bin's left knot, width, height and slopes."""
+        inner = knots[..., 1:-1]
+        k = (v.unsqueeze(-1) >= inner).sum(-1, keepdim=True)
+
+        def take(t: Tensor, offset: int = 0) -> Tensor:
+            return torch.take_along_dim(t, k + offset, dim=-1).squeeze(-1)
+
+        x0, y0 = take(self.knots_x), take(self.knots_y)
+        w, h = take(self.knots_x, 1) - x0, take(self.knots_y, 1) - y0
+        return x0, y0, w, h, take(self.derivatives), take(self.derivatives, 1)
+
+    def _inside(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        bound = self.bound
+        return (v > -bound) & (v < bound), torch.maximum(torch.minimum(v, bound), -bound)
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        inside, xc = self._inside(x)
+        x0, y0, w, h, d0, d1 = self._bin(self.knots_x, xc)
+        s = h / w
+        xi = ((xc - x0) / w).clamp(0, 1)
+        t = xi * (1 - xi)
+        denom = s + (d0 + d1 - 2 * s) * t
+        y = y0 + h * (s * xi**2 + d0 * t) / denom
+        dydx = s**2 * (d1 * xi**2 + 2 * s * t + d0 * (1 - xi) ** 2) / denom**2
+        return torch.where(inside, y, x), torch.where(inside, dydx.log(), torch.zeros_like(x))
+
+    def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        inside, yc = self._inside(y)
+        x0, y0, w, h, d0, d1 = self._bin(self.knots_y, yc)
+        s = h / w
+        dy = yc - y0
+        c = d0 + d1 - 2 * s
+        a = h * (s - d0) + dy * c
+        b = h * d0 - dy * c
+        cc = -s * dy
+        disc = (b**2 - 4 * a * cc).clamp_min(0)
+        xi = (2 * cc / (-b - disc.sqrt())).clamp(0, 1)
+        x = x0 + xi * w
+        t = xi * (1 - xi)
+        denom = s + c * t
+        dydx = s**2 * (d1 * xi**2 + 2 * s * t + d0 * (1 - xi) ** 2) / denom**2
+        return torch.where(inside, x, y), torch.where(inside, dydx.log(), torch.zeros_like(y))
+
+
+class MapSpec:
+    """Recipe turning raw parameters ``(..., D, P)`` into an elementwise map.
+
+    ``num_params`` is ``P``; calling the spec builds the map. Raw zeros give the
+    identity, which is what near-identity initialization of a conditioner relies on.
+    """
+
+    num_params: int
+
+    def __call__(self, raw: Tensor) -> ElementwiseTransform:
+        raise NotImplementedError
+
+
+class AffineSpec(MapSpec):
+    r"""Affine map :math:`y = \mu + e^{s} x` with a soft-clamped log-scale.
+
+    The raw parameters are :math:`(\mu, \tilde s)` and :math:`s = b \tanh(\tilde s / b)`,
+    which keeps every scale in :math:`(e^{-b}, e^{b})` while leaving a gradient everywhere.
+
+    Arguments:
+        log_scale_bound: The bound :math:`b` of the log-scale; must be positive.
+    """
+
+    num_params = 2
+
+    def __init__(self, log_scale_bound: float = 3.0) -> None:
+        if not log_scale_bound > 0:
+            raise ValueError(f"log_scale_bound must be positive, got {log_scale_bound}")
+        self.log_scale_bound = float(log_scale_bound)
+
+    def __call__(self, raw: Tensor) -> AffineTransform:
+        shift, log_scale = raw.unbind(-1)
+        return AffineTransform(shift, soft_clamp(log_scale, self.log_scale_bound))
+
+    def __repr__(self) -> str:
+        return f"AffineSpec(log_scale_bound={self.log_scale_bound})"
+
+
+class SplineSpec(MapSpec):
+    r"""Rational-quadratic spline with ``bins`` bins on :math:`[-B, B]`.
+
+    Raw parameters are ``bins`` unnormalized widths, ``bins`` unnormalized heights and
+    ``bins - 1`` unconstrained interior derivatives (:math:`3K - 1` in all). Widths and
+    heights go through a softmax with a floor ``min_bin``; derivatives through a shifted
+    softplus with a floor ``min_derivative``, shifted so that raw zeros give slope 1.
+
+    Arguments:
+        bins: Number of bins :math:`K \ge 1`.
+        bound: Half-width :math:`B > 0` of the spline's interval.
+        min_bin: Smallest bin width and height as a fraction of :math:`2B`.
+        min_derivative: Smallest knot derivative.
+    """
+
+    def __init__(
+        self,
+        bins: int = 8,
+        bound: float = 5.0,
+        min_bin: float = 1e-3,
+        min_derivative: float = 1e-3,
+    ) -> None:
+        if not (isinstance(bins, int) and bins >= 1):
+            raise ValueError(f"bins must be an integer >= 1, got {bins!r}")
+        if not bound > 0:
+            raise ValueError(f"bound must be positive, got {bound}")
+        if not 0 <= min_bin * bins < 1:
+            raise ValueError(f"min_bin * bins must lie in [0, 1), got min_bin={min_bin}")
+        if not 0 < min_derivative < 1:
+            raise ValueError(f"min_derivative must lie in (0, 1), got {min_derivative}")
+        self.bins, self.bound = bins, float(bound)
+        self.min_bin, self.min_derivative = min_bin, min_derivative
+        self._shift = math.log(math.expm1(1 - min_derivative))
+        self.num_params = 3 * bins - 1
+
+    def _knots(self, raw: Tensor) -> Tensor:
+        fractions = self.min_bin + (1 - self.min_bin * self.bins) * raw.softmax(-1)
+        cum = F.pad(fractions.cumsum(-1), (1, 0))
+        cum = torch.cat([cum[..., :-1], torch.ones_like(cum[..., -1:])], -1)
+        return self.bound * (2 * cum - 1)
+
+    def __call__(self, raw: Tensor) -> RQSplineTransform:
+        k = self.bins
+        widths, heights, inner = raw[..., :k], raw[..., k : 2 * k], raw[..., 2 * k :]
+        inner = self.min_derivative + F.softplus(inner + self._shift)
+        derivatives = F.pad(inner, (1, 1), value=1.0)
+        return RQSplineTransform(self._knots(widths), self._knots(heights), derivatives)
+
+    def __repr__(self) -> str:
+        return f"SplineSpec(bins={self.bins}, bound={self.bound})"
