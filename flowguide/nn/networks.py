@@ -8,6 +8,7 @@ they drive start near the identity while every weight still receives a gradient.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -101,7 +102,9 @@ class MLP(_Conditioner):
         widths = [in_dim + (context_dim or 0), *check_hidden_dims(hidden_dims)]
         layers: list[nn.Module] = []
         for a, b in pairwise(widths):
-            layers += [nn.Linear(a, b), activation()]
+            with warnings.catch_warnings():  # in_dim 0 (a 1-D coupling) has an empty weight
+                warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+                layers += [nn.Linear(a, b), activation()]
         layers.append(nn.Linear(widths[-1], out_dim * num_params))
         self.net = nn.Sequential(*layers)
         self._near_identity(layers[-1])

@@ -128,6 +128,7 @@ class RQSplineTransform(ElementwiseTransform):
         k = (v.unsqueeze(-1) >= inner).sum(-1, keepdim=True)
 
         def take(t: Tensor, offset: int = 0) -> Tensor:
+            t = t.reshape((1,) * (k.dim() - t.dim()) + t.shape)  # broadcast needs equal ndim
             return torch.take_along_dim(t, k + offset, dim=-1).squeeze(-1)
 
         x0, y0 = take(self.knots_x), take(self.knots_y)

@@ -45,6 +45,7 @@ class CouplingTransform(FlowTransform):
         kept, moved = v[..., : self.split], v[..., self.split :]
         g = self.spec(self.hyper(kept))
         out, ladj = g.inv_and_ladj(moved) if inverse else g.call_and_ladj(moved)
+        kept = kept.expand(*out.shape[:-1], self.split)  # a context may widen the batch
         return torch.cat([kept, out], -1), ladj.sum(-1)
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:

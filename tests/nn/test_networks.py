@@ -1,0 +1,58 @@
+"""Conditioner networks: the autoregressive property and input validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from flowguide.nn import MADE, MLP
+
+
+@pytest.mark.parametrize("order", [None, [2, 0, 4, 1, 3]], ids=["natural", "shuffled"])
+@pytest.mark.parametrize("context_dim", [None, 2], ids=["plain", "ctx"])
+def test_made_outputs_depend_only_on_lower_degrees(order, context_dim, device, dtype):
+    order = None if order is None else torch.tensor(order)
+    made = MADE(5, num_params=3, hidden_dims=[12, 12], context_dim=context_dim, order=order)
+    made = made.to(device, dtype)
+    with torch.no_grad():
+        for p in made.parameters():
+            p.normal_()
+    context = None if context_dim is None else torch.randn(context_dim, device=device, dtype=dtype)
+    dependence = torch.zeros(5, 5, dtype=torch.bool, device=device)
+    for _ in range(8):  # several inputs, so that no connection hides behind an inactive ReLU
+        jac = jacobian(lambda v: made(v, context), torch.randn(5, device=device, dtype=dtype))
+        dependence |= jac.abs().sum(1) > 0  # jac: (output 5, param 3, input 5)
+    degrees = made.degrees.to(device)
+    allowed = degrees[None, :] < degrees[:, None]  # [i, j]: output i may see input j
+    assert not (dependence & ~allowed).any(), "an output sees an input of equal or higher degree"
+    assert (dependence == allowed).all(), "hidden widths suffice for every allowed connection"
+
+
+def test_context_changes_the_output(device, dtype):
+    made = MADE(3, num_params=2, hidden_dims=[8], context_dim=4).to(device, dtype)
+    x = torch.randn(3, device=device, dtype=dtype)
+    a = made(x, torch.zeros(4, device=device, dtype=dtype))
+    b = made(x, torch.ones(4, device=device, dtype=dtype))
+    assert not torch.allclose(a, b)
+
+
+def test_near_identity_start_is_small_but_trainable(device, dtype):
+    net = MLP(2, 3, num_params=4, hidden_dims=[16]).to(device, dtype)
+    out = net(torch.randn(10, 2, device=device, dtype=dtype))
+    assert out.abs().max() < 0.1
+    out.sum().backward()
+    assert all(p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: MLP(2, 3, 2, hidden_dims=[0]), r"hidden_dims\[0\]"),
+        (lambda: MLP(2, 3, 2, hidden_dims=64), "hidden_dims"),
+        (lambda: MADE(4, 2, hidden_dims=["a"]), r"hidden_dims\[0\]"),
+    ],
+)
+def test_bad_hidden_dims_raise(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()

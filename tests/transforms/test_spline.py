@@ -1,0 +1,54 @@
+"""The rational-quadratic spline kernel: identity start, tails, boundary, monotonicity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flowguide.transforms import SplineSpec
+
+
+def test_raw_zeros_give_the_identity(device, dtype):
+    spec = SplineSpec(bins=5, bound=2.0)
+    g = spec(torch.zeros(spec.num_params, device=device, dtype=dtype))
+    x = torch.linspace(-4, 4, 101, device=device, dtype=dtype)
+    y, ladj = g.call_and_ladj(x)
+    torch.testing.assert_close(y, x, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ladj, torch.zeros_like(x), atol=1e-12, rtol=0)
+
+
+def test_map_is_continuous_monotone_with_unit_slope_at_the_boundary(device, dtype):
+    spec = SplineSpec(bins=7, bound=3.0)
+    g = spec(2 * torch.randn(spec.num_params, device=device, dtype=dtype))
+    eps = 1e-7 if dtype == torch.float64 else 1e-4
+    x = torch.tensor([-3 - eps, -3.0, -3 + eps, 3 - eps, 3.0, 3 + eps], device=device, dtype=dtype)
+    y, ladj = g.call_and_ladj(x)
+    torch.testing.assert_close(y, x, atol=10 * eps, rtol=0)  # knots at +-B are fixed points
+    torch.testing.assert_close(ladj, torch.zeros_like(x), atol=1e3 * eps, rtol=0)  # slope 1 there
+    grid = torch.linspace(-5, 5, 2001, device=device, dtype=dtype)
+    assert (g(grid).diff() > 0).all()
+
+
+def test_inverse_is_exact_at_knots_and_in_tails(device, dtype, tol):
+    spec = SplineSpec(bins=4, bound=1.5)
+    g = spec(torch.randn(3, spec.num_params, device=device, dtype=dtype))
+    knots_x, knots_y = g.knots_x, g.knots_y
+    torch.testing.assert_close(g(knots_x.mT).mT, knots_y, atol=tol, rtol=0)
+    torch.testing.assert_close(g.inv(knots_y.mT).mT, knots_x, atol=tol, rtol=0)
+    far = torch.tensor([[-1e4, 1e4, 7.0]], device=device, dtype=dtype).expand(3, 3).mT
+    torch.testing.assert_close(g.inv(g(far)), far, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"bins": 0}, "bins"),
+        ({"bins": 2.5}, "bins"),
+        ({"bound": -1.0}, "bound"),
+        ({"bins": 10, "min_bin": 0.2}, "min_bin"),
+        ({"min_derivative": 0.0}, "min_derivative"),
+    ],
+)
+def test_bad_spline_options_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SplineSpec(**kwargs)
