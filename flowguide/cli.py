@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--flows", nargs="+", choices=sorted(FLOWS), default=list(FLOWS))
     demo.add_argument("--steps", type=int, default=1000)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     demo.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the figure")
     demo.add_argument("--smoke", action="store_true", help="a few steps only, to check the pipeline")
@@ -36,5 +37,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = 5 if args.smoke else args.steps
     if steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {steps}")
-    run_demo(args.target, tuple(args.flows), steps=steps, seed=args.seed, out=args.out)
+    run_demo(args.target, tuple(args.flows), steps=steps, seed=args.seed, out=args.out, device=args.device)
     return 0
