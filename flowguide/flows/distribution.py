@@ -40,7 +40,18 @@ class FlowDistribution(dist.TransformedDistribution):
         validate_args: bool | None = None,
     ) -> None:
         super().__init__(base, [transform], validate_args=validate_args)
-        self.flow_transform = transform
+
+    def expand(
+        self, batch_shape: tuple[int, ...], _instance: FlowDistribution | None = None
+    ) -> FlowDistribution:
+        """Expand the batch shape of the base; the transform broadcasts over it."""
+        shape = torch.Size(batch_shape)
+        return FlowDistribution(self.base_dist.expand(shape), self.flow_transform)
+
+    @property
+    def flow_transform(self) -> FlowTransform:
+        """The fused transform (also ``self.transforms[0]``, which ``expand`` carries over)."""
+        return self.transforms[0]
 
     def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
         return self.flow_transform(self.base_dist.rsample(torch.Size(sample_shape)))

@@ -87,6 +87,13 @@ class ElementwiseAffine(FlowLayer):
 
     Arguments:
         dim: Number of coordinates.
+
+    Example:
+        >>> import torch
+        >>> layer = ElementwiseAffine(2)
+        >>> layer.set_loc_scale(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.5]))
+        >>> layer()(torch.ones(2))
+        tensor([ 3.0000, -0.5000], grad_fn=<AddBackward0>)
     """
 
     def __init__(self, dim: int) -> None:
@@ -115,6 +122,13 @@ class Planar(FlowLayer):
         dim: Number of coordinates.
         context_dim: Size of the context, or ``None``.
         hidden_dims: Hidden widths of the context network.
+
+    Example:
+        >>> import torch
+        >>> layer = Planar(3, context_dim=5)
+        >>> t = layer(torch.randn(8, 5))  # one planar map per context row
+        >>> t(torch.randn(8, 3)).shape
+        torch.Size([8, 3])
     """
 
     def __init__(self, dim: int, context_dim: int | None = None, hidden_dims: Sequence[int] = (64,)) -> None:
@@ -146,6 +160,14 @@ class Autoregressive(FlowLayer):
         hidden_dims: Hidden widths of the MADE.
         context_dim: Size of the context, or ``None``.
         order: Autoregressive order (default natural).
+
+    Example:
+        >>> import torch
+        >>> from flowguide.transforms import AffineSpec
+        >>> layer = Autoregressive(4, AffineSpec(), hidden_dims=[16])  # one IAF layer
+        >>> x = torch.randn(10, 4)
+        >>> torch.allclose(layer().inv(layer()(x)), x, atol=1e-5)
+        True
     """
 
     def __init__(
@@ -174,6 +196,14 @@ class Coupling(FlowLayer):
         hidden_dims: Hidden widths of the conditioner.
         context_dim: Size of the context, or ``None``.
         split: Coordinates passed through (default ``dim // 2``).
+
+    Example:
+        >>> import torch
+        >>> from flowguide.transforms import SplineSpec
+        >>> layer = Coupling(4, SplineSpec(bins=8), hidden_dims=[16], context_dim=2)
+        >>> y, ladj = layer(torch.zeros(2)).call_and_ladj(torch.randn(6, 4))
+        >>> y.shape, ladj.shape
+        (torch.Size([6, 4]), torch.Size([6]))
     """
 
     def __init__(
@@ -200,6 +230,10 @@ class Permutation(FlowLayer):
 
     Arguments:
         order: A permutation of ``range(dim)``.
+
+    Example:
+        >>> Permutation.reverse(3).order
+        tensor([2, 1, 0])
     """
 
     def __init__(self, order: Tensor) -> None:
@@ -232,6 +266,12 @@ class LULinear(FlowLayer):
 
     Arguments:
         dim: Number of coordinates.
+
+    Example:
+        >>> import torch
+        >>> layer = LULinear(3)
+        >>> layer()(torch.tensor([1.0, 2.0, 3.0]))  # the identity until trained
+        tensor([1., 2., 3.], grad_fn=<AddBackward0>)
     """
 
     def __init__(self, dim: int) -> None:

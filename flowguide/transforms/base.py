@@ -31,6 +31,14 @@ class FlowTransform(Transform):
 
     Arguments:
         event_dim: Number of rightmost dimensions forming one event (0 or 1).
+
+    Example:
+        >>> import torch
+        >>> from flowguide.transforms import PermutationTransform
+        >>> t = PermutationTransform(torch.tensor([1, 0]))
+        >>> y, ladj = t.call_and_ladj(torch.tensor([1.0, 2.0]))
+        >>> y, ladj, t.inv(y)
+        (tensor([2., 1.]), tensor(0.), tensor([1., 2.]))
     """
 
     bijective = True
@@ -106,6 +114,16 @@ class ComposeFlowTransform(FlowTransform):
 
     Arguments:
         parts: Transforms in application order (the first one sees the base noise).
+
+    Example:
+        >>> import torch
+        >>> from flowguide.transforms import AffineTransform, PermutationTransform
+        >>> t = ComposeFlowTransform([
+        ...     AffineTransform(torch.zeros(2), torch.tensor([0.0, 1.0]), event_dim=1),
+        ...     PermutationTransform(torch.tensor([1, 0])),
+        ... ])
+        >>> t.call_and_ladj(torch.ones(2))[1]
+        tensor(1.)
     """
 
     def __init__(self, parts: Sequence[FlowTransform]) -> None:

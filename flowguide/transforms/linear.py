@@ -15,6 +15,11 @@ class PermutationTransform(FlowTransform):
 
     Arguments:
         order: A permutation of ``range(D)`` (a long tensor).
+
+    Example:
+        >>> import torch
+        >>> PermutationTransform(torch.tensor([2, 0, 1]))(torch.tensor([10.0, 20.0, 30.0]))
+        tensor([30., 10., 20.])
     """
 
     def __init__(self, order: Tensor) -> None:
@@ -43,6 +48,12 @@ class LULinearTransform(FlowTransform):
     References:
         Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma and Dhariwal,
         2018), arXiv:1807.03039.
+
+    Example:
+        >>> import torch
+        >>> t = LULinearTransform(torch.ones(2, 2), torch.ones(2, 2), torch.zeros(2), torch.zeros(2))
+        >>> t.call_and_ladj(torch.tensor([1.0, 1.0]))  # L U = [[1, 1], [1, 2]]
+        (tensor([2., 3.]), tensor(0.))
     """
 
     def __init__(self, lower: Tensor, upper: Tensor, log_diag: Tensor, bias: Tensor) -> None:

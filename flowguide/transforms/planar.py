@@ -39,6 +39,13 @@ class PlanarTransform(FlowTransform):
     References:
         Variational Inference with Normalizing Flows (Rezende and Mohamed, 2015),
         arXiv:1505.05770.
+
+    Example:
+        >>> import torch
+        >>> t = PlanarTransform(torch.tensor([2.0, -1.0]), torch.tensor([1.0, 1.0]), torch.tensor(0.1))
+        >>> x = torch.tensor([0.3, -0.7])
+        >>> torch.allclose(t.inv(t(x)), x, atol=1e-6)
+        True
     """
 
     def __init__(self, u: Tensor, w: Tensor, b: Tensor, max_iter: int = 100) -> None:

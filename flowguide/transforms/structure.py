@@ -32,6 +32,14 @@ class CouplingTransform(FlowTransform):
         spec: Elementwise map built from those parameters.
         split: Number of leading coordinates that pass through unchanged.
 
+    Example:
+        >>> import torch
+        >>> from flowguide.transforms import AffineSpec
+        >>> hyper = lambda kept: torch.stack([kept, kept], -1)  # shift = raw log-scale = x_1
+        >>> t = CouplingTransform(hyper, AffineSpec(), split=1)
+        >>> t.call_and_ladj(torch.tensor([0.5, 1.0]))[0]
+        tensor([0.5000, 2.1412])
+
     References:
         Density estimation using Real NVP (Dinh, Sohl-Dickstein and Bengio, 2017),
         arXiv:1605.08803.
@@ -68,6 +76,17 @@ class AutoregressiveTransform(FlowTransform):
             parameters of coordinate ``i`` depend only on coordinates of lower degree.
         spec: Elementwise map built from those parameters.
         passes: Conditioner passes needed by the inverse (at most ``D``).
+
+    Example:
+        >>> import torch
+        >>> from flowguide.transforms import AffineSpec
+        >>> def hyper(x):  # shift_i = sum of x_<i, unit scale
+        ...     shift = torch.cumsum(x, -1) - x
+        ...     return torch.stack([shift, torch.zeros_like(x)], -1)
+        >>> t = AutoregressiveTransform(hyper, AffineSpec(), passes=3)
+        >>> y = t(torch.tensor([1.0, 2.0, 3.0]))
+        >>> y, t.inv(y)
+        (tensor([1., 3., 6.]), tensor([1., 2., 3.]))
 
     References:
         Improved Variational Inference with Inverse Autoregressive Flow (Kingma et al.,

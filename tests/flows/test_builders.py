@@ -128,3 +128,11 @@ def test_modules_move_with_to_and_double(device):
     assert all(t.dtype == torch.float64 for t in tensors if t.is_floating_point())
     z = flow(torch.zeros(2, device=device, dtype=torch.float64)).sample((4,))
     assert z.dtype == torch.float64 and z.device.type == device.type
+
+
+def test_expanded_distribution_keeps_the_fused_path(device, dtype, tol):
+    """Pyro expands distributions inside plates; the fused sampler must survive it."""
+    q = iaf(3, 2, hidden_dims=(8,)).to(device, dtype)().expand((5,))
+    z, log_q = q.rsample_and_log_prob((2,))
+    assert z.shape == (2, 5, 3) and log_q.shape == (2, 5)
+    torch.testing.assert_close(q.log_prob(z), log_q, atol=tol, rtol=0)
