@@ -3,6 +3,7 @@
 Forward always maps base noise to the latent (the sampling direction).
 """
 
+from flowguide.autoguide import AutoAffineCoupling, AutoFlow, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
 from flowguide.flows import (
     Flow,
     FlowDistribution,
@@ -15,6 +16,11 @@ from flowguide.flows import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoAffineCoupling",
+    "AutoFlow",
+    "AutoIAF",
+    "AutoNeuralSpline",
+    "AutoPlanarFlow",
     "Flow",
     "FlowDistribution",
     "__version__",

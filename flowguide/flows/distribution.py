@@ -21,6 +21,11 @@ class FlowDistribution(dist.TransformedDistribution):
     sample and its exact log-density from that single pass. :meth:`log_prob` inverts
     the transform, so any point can be scored, not only the distribution's own samples.
 
+    Scoring the very tensor this distribution object last sampled (as Pyro's ELBOs do
+    with ``pyro.sample(name, q)``) reuses the log-density of the sampling pass instead
+    of inverting: same value, same gradients, no inverse pass. Any other tensor, or a
+    sample drawn without gradients scored with them, goes through the inverse.
+
     Arguments:
         base: Base distribution with event shape ``(D,)``.
         transform: Flow transform mapping base noise to the latent.
@@ -53,15 +58,27 @@ class FlowDistribution(dist.TransformedDistribution):
         """The fused transform (also ``self.transforms[0]``, which ``expand`` carries over)."""
         return self.transforms[0]
 
+    _last: tuple[Tensor, Tensor, bool] | None = None
+
     def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
-        return self.flow_transform(self.base_dist.rsample(torch.Size(sample_shape)))
+        return self.rsample_and_log_prob(sample_shape)[0]
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
 
     def rsample_and_log_prob(self, sample_shape: tuple[int, ...] = ()) -> tuple[Tensor, Tensor]:
         """Draw reparameterized samples and their log-density in one forward pass."""
         u = self.base_dist.rsample(torch.Size(sample_shape))
         z, ladj = self.flow_transform.call_and_ladj(u)
-        return z, self.base_dist.log_prob(u) - ladj
+        log_q = self.base_dist.log_prob(u) - ladj
+        self._last = (z, log_q, torch.is_grad_enabled())
+        return z, log_q
 
     def log_prob(self, value: Tensor) -> Tensor:
+        if self._last is not None:
+            z, log_q, with_grad = self._last
+            if value is z and (with_grad or not torch.is_grad_enabled()):
+                return log_q
         u, ladj_inverse = self.flow_transform.inv_and_ladj(value)
         return self.base_dist.log_prob(u) + ladj_inverse
