@@ -108,6 +108,7 @@ class AutoFlow(AutoContinuous):
             raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
         if not (isinstance(num_summary_samples, int) and num_summary_samples >= 2):
             raise ValueError(f"num_summary_samples must be an integer >= 2, got {num_summary_samples!r}")
+        flow(1)  # a dry run on one dimension surfaces bad options now, not at the first step
         super().__init__(model, init_loc_fn=init_loc_fn)
         self._flow_fn = flow
         self.init_scale = float(init_scale)
@@ -115,6 +116,15 @@ class AutoFlow(AutoContinuous):
         self._known_signatures: set = set()
 
     _prototype_hide_fn = staticmethod(_hide_enumerated)
+
+    def __getstate__(self) -> dict:
+        # Pyro's AutoGuide drops the model reference *from the live guide* when pickled;
+        # keep it here and drop it only from the pickled copy.
+        model, master = self._model, self.master
+        try:
+            return dict(super().__getstate__())
+        finally:
+            self._model, self.master = model, master
 
     # ------------------------------------------------------------------ setup
     def setup(self, *args: Any, **kwargs: Any) -> AutoFlow:
@@ -161,6 +171,11 @@ class AutoFlow(AutoContinuous):
         signature = _signature((args, kwargs))
         if signature in self._known_signatures or torch._C._get_tracing_state():
             return
+        if self.model is None:
+            raise RuntimeError(
+                f"{type(self).__name__} was unpickled without its model and got arguments of new shapes; "
+                "build a new guide for the model to check them"
+            )
         model = poutine.block(self.model, self._prototype_hide_fn)
         trace = poutine.block(poutine.trace(model).get_trace)(*args, **kwargs)
         for name, site in self.prototype_trace.iter_stochastic_nodes():
