@@ -134,7 +134,12 @@ class AutoFlow(AutoContinuous):
         return self
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
-        super()._setup_prototype(*args, **kwargs)
+        try:
+            super()._setup_prototype(*args, **kwargs)
+        except ValueError:
+            if self.prototype_trace is not None:
+                self._check_sites()  # our message names the guide, the site and the fix
+            raise
         self._check_sites()
         self._known_signatures = {_signature((args, kwargs))}
         loc = self._init_loc()

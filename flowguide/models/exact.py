@@ -16,7 +16,14 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-__all__ = ["ConjugateRegression", "BetaBinomial", "DirichletMultinomial", "BananaModel", "Funnel", "EXACT_MODELS"]
+__all__ = [
+    "ConjugateRegression",
+    "BetaBinomial",
+    "DirichletMultinomial",
+    "BananaModel",
+    "Funnel",
+    "EXACT_MODELS",
+]
 
 
 @dataclass
@@ -63,11 +70,18 @@ class ConjugateRegression:
 
     @property
     def log_z(self) -> float:
-        cov = self.noise**2 * torch.eye(self.num_data, dtype=torch.float64) + self.prior_scale**2 * self.x @ self.x.T
-        return float(dist.MultivariateNormal(torch.zeros(self.num_data, dtype=torch.float64), cov).log_prob(self.y))
+        cov = (
+            self.noise**2 * torch.eye(self.num_data, dtype=torch.float64)
+            + self.prior_scale**2 * self.x @ self.x.T
+        )
+        return float(
+            dist.MultivariateNormal(torch.zeros(self.num_data, dtype=torch.float64), cov).log_prob(self.y)
+        )
 
     def _posterior(self) -> tuple[Tensor, Tensor]:
-        precision = torch.eye(self.dim, dtype=torch.float64) / self.prior_scale**2 + self.x.T @ self.x / self.noise**2
+        precision = (
+            torch.eye(self.dim, dtype=torch.float64) / self.prior_scale**2 + self.x.T @ self.x / self.noise**2
+        )
         cov = torch.linalg.inv(precision)
         return cov @ self.x.T @ self.y / self.noise**2, cov
 
@@ -125,7 +139,9 @@ class BetaBinomial:
 
 @dataclass
 class DirichletMultinomial:
-    r"""Category probabilities :math:`\pi \sim \mathrm{Dir}(\alpha)`, counts :math:`c \sim \mathrm{Mult}(n, \pi)`.
+    r"""Categorical probabilities with a Dirichlet prior and multinomial counts.
+
+    :math:`\pi \sim \mathrm{Dir}(\alpha)` and :math:`c \sim \mathrm{Mult}(n, \pi)`.
 
     :math:`\log Z = \log \frac{n!}{\prod_j c_j!} + \log B(\alpha + c) - \log B(\alpha)` with
     the multivariate Beta function :math:`B`; the posterior is :math:`\mathrm{Dir}(\alpha + c)`
@@ -208,7 +224,7 @@ class Funnel:
     def model(self) -> None:
         v = pyro.sample("v", dist.Normal(0.0, 3.0))
         scale = (v / 2).exp().unsqueeze(-1)
-        pyro.sample("x", dist.Normal(0.0, scale).expand(scale.shape[:-1] + (self.dim - 1,)).to_event(1))
+        pyro.sample("x", dist.Normal(0.0, scale).expand((*scale.shape[:-1], self.dim - 1)).to_event(1))
 
 
 def _log_beta(a: float, b: float) -> float:

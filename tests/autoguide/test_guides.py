@@ -1,0 +1,442 @@
+"""Flow autoguides inside Pyro: sites, constraints, ELBOs, summaries, exact log q, errors."""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.transforms import OrderedTransform
+from pyro.infer import (
+    SVI,
+    JitTrace_ELBO,
+    Predictive,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+    config_enumerate,
+)
+from pyro.infer.autoguide import (
+    AutoGuideList,
+    AutoNormal,
+    init_to_feasible,
+    init_to_median,
+    init_to_sample,
+    init_to_value,
+)
+from pyro.infer.importance import vectorized_importance_weights
+from pyro.optim import Adam
+
+from flowguide import AutoAffineCoupling, AutoFlow, AutoIAF, AutoNeuralSpline, AutoPlanarFlow, iaf
+from flowguide.models.exact import BetaBinomial, ConjugateRegression, DirichletMultinomial
+
+SMALL = {"num_flows": 2, "hidden_dims": (16,)}
+GUIDES = {
+    "planar": lambda model, **kw: AutoPlanarFlow(model, num_flows=3, **kw),
+    "iaf": lambda model, **kw: AutoIAF(model, **SMALL, **kw),
+    "spline_coupling": lambda model, **kw: AutoNeuralSpline(model, **SMALL, **kw),
+    "spline_autoregressive": lambda model, **kw: AutoNeuralSpline(
+        model, structure="autoregressive", **SMALL, **kw
+    ),
+    "affine_coupling": lambda model, **kw: AutoAffineCoupling(model, **SMALL, **kw),
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_param_store():
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()
+
+
+def rich_model(data: torch.Tensor) -> None:
+    """Every kind of site: scalar, vector, matrix, plates, and five constraints."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 2.0))
+    vec = pyro.sample("vec", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    mat = pyro.sample("mat", dist.Normal(torch.zeros(2, 2), 1.0).to_event(2))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 0.5))
+    frac = pyro.sample("frac", dist.Uniform(-1.0, 3.0))
+    probs = pyro.sample("probs", dist.Dirichlet(torch.ones(4)))
+    chol = pyro.sample("chol", dist.LKJCholesky(3, 2.0))
+    cuts = pyro.sample(
+        "cuts",
+        dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1.0).to_event(1), [OrderedTransform()]),
+    )
+    with pyro.plate("groups", 5):
+        group = pyro.sample("group", dist.Normal(mu, 1.0))
+    loc = (
+        group.sum(-1, keepdim=True)
+        + vec.sum(-1, keepdim=True)
+        + mat.sum((-1, -2)).unsqueeze(-1)
+        + frac.unsqueeze(-1)
+        + probs[..., :1]
+        + chol[..., 1, :1]
+        + cuts[..., :1]
+    )
+    with pyro.plate("data", data.shape[-1]):
+        pyro.sample("obs", dist.Normal(loc, scale.unsqueeze(-1)), obs=data)
+
+
+DATA = torch.randn(6)
+SUPPORTS = {
+    "scale": constraints.positive,
+    "frac": constraints.interval(-1.0, 3.0),
+    "probs": constraints.simplex,
+    "chol": constraints.corr_cholesky,
+    "cuts": constraints.ordered_vector,
+}
+SHAPES = {
+    "mu": (),
+    "vec": (3,),
+    "mat": (2, 2),
+    "scale": (),
+    "frac": (),
+    "probs": (4,),
+    "chol": (3, 3),
+    "cuts": (3,),
+    "group": (5,),
+}
+
+
+def guide_log_q(guide, *args) -> tuple[dict, torch.Tensor]:
+    """Sample the guide and return its values and the log q(z) the ELBO would see."""
+    trace = poutine.trace(guide).get_trace(*args)
+    trace.compute_log_prob()
+    log_q = sum(site["log_prob_sum"] for site in trace.nodes.values() if site["type"] == "sample")
+    values = {name: site["value"] for name, site in trace.nodes.items() if name in SHAPES}
+    return values, log_q
+
+
+@pytest.mark.parametrize("name", GUIDES)
+def test_every_site_kind_is_served_with_exact_log_q(name):
+    guide = GUIDES[name](rich_model).setup(DATA)
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # leave the near-identity start
+    for _ in range(3):
+        values, log_q = guide_log_q(guide, DATA)
+        assert {k: tuple(v.shape) for k, v in values.items()} == SHAPES
+        for site, support in SUPPORTS.items():
+            assert support.check(values[site]).all(), site
+        # The ELBO's log q (fused sampling pass + constraint Jacobians) equals the exact
+        # density computed through the inverse at the same point.
+        torch.testing.assert_close(guide.log_density(values, DATA), log_q, atol=2e-3, rtol=1e-5)
+    model_trace = poutine.trace(poutine.replay(rich_model, trace=poutine.trace(guide).get_trace(DATA)))
+    assert torch.isfinite(model_trace.get_trace(DATA).log_prob_sum())
+
+
+ELBOS = {
+    "trace": lambda **kw: Trace_ELBO(**kw),
+    "tracegraph": lambda **kw: TraceGraph_ELBO(**kw),
+    "meanfield": lambda **kw: TraceMeanField_ELBO(**kw),
+    "renyi": lambda **kw: RenyiELBO(alpha=0.5, **kw),
+    "jit": lambda **kw: JitTrace_ELBO(**kw),
+}
+
+
+@pytest.mark.parametrize("elbo", ELBOS)
+@pytest.mark.parametrize("name", GUIDES)
+def test_every_elbo_with_vectorized_particles(name, elbo):
+    guide = GUIDES[name](rich_model)
+    loss = ELBOS[elbo](num_particles=3, vectorize_particles=True, max_plate_nesting=1)
+    svi = SVI(rich_model, guide, Adam({"lr": 1e-2}), loss)
+    losses = [svi.step(DATA) for _ in range(3)]
+    assert all(math.isfinite(x) for x in losses)
+    before = {k: v.detach().clone() for k, v in guide.state_dict().items()}
+    svi.step(DATA)
+    assert any(not torch.equal(before[k], v) for k, v in guide.state_dict().items())
+
+
+@pytest.mark.parametrize("name", GUIDES)
+def test_predictive_median_quantiles_and_posterior_samples(name):
+    guide = GUIDES[name](rich_model).setup(DATA)
+    samples = Predictive(rich_model, guide=guide, num_samples=7)(DATA)
+    assert samples["obs"].shape == (7, 6)
+    for site, shape in SHAPES.items():  # sites outside the plates get Predictive's plate dim of 1
+        expected = (7, *shape) if site == "group" else (7, 1, *shape)
+        assert samples[site].shape == expected, site
+    parallel = Predictive(rich_model, guide=guide, num_samples=7, parallel=True)(DATA)
+    assert parallel["obs"].shape == (7, 6)
+    posterior = guide.sample_posterior(11, DATA)
+    assert {k: tuple(v.shape) for k, v in posterior.items()} == {k: (11, *s) for k, s in SHAPES.items()}
+    quantiles = guide.quantiles([0.1, 0.5, 0.9], DATA)
+    median = guide.median(DATA)
+    for site, shape in SHAPES.items():
+        assert quantiles[site].shape == (3, *shape) and median[site].shape == shape
+        torch.testing.assert_close(median[site], quantiles[site][1])
+    for site in ("mu", "scale", "frac"):  # elementwise monotone constraints: ordered quantiles
+        assert (quantiles[site].diff(dim=0) > 0).all()
+    for site, support in SUPPORTS.items():
+        assert support.check(median[site]).all(), site
+    torch.testing.assert_close(guide.median(DATA)["mu"], median["mu"], atol=0, rtol=0)  # deterministic
+
+
+def test_median_and_quantiles_match_the_initial_gaussian():
+    """At initialization q is N(init loc, init_scale^2) in unconstrained space."""
+
+    def model():
+        pyro.sample("s", dist.LogNormal(1.0, 1.0))
+
+    guide = AutoIAF(model, init_loc_fn=init_to_value(values={"s": torch.tensor(5.0)}), init_scale=0.3).setup()
+    quantiles = guide.quantiles([0.1587, 0.5, 0.8413])["s"].log()
+    expected = torch.tensor([math.log(5.0) - 0.3, math.log(5.0), math.log(5.0) + 0.3])
+    torch.testing.assert_close(quantiles, expected, atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "init_loc_fn",
+    [init_to_median, init_to_sample, init_to_feasible, init_to_value(values={"loc": torch.tensor(1000.0)})],
+    ids=["median", "sample", "feasible", "value"],
+)
+def test_init_loc_fn_sets_the_affine_layer(init_loc_fn):
+    def model():
+        pyro.sample("loc", dist.Normal(1000.0, 10.0))
+        pyro.sample("s", dist.Gamma(2.0, 1.0))
+
+    torch.manual_seed(3)
+    guide = AutoNeuralSpline(model, init_loc_fn=init_loc_fn, init_scale=0.05).setup()
+    affine = guide.flow.layers[-1]
+    init_values = {
+        name: site["value"] for name, site in guide.prototype_trace.nodes.items() if name in ("loc", "s")
+    }
+    expected = torch.stack([init_values["loc"], init_values["s"].log()])
+    torch.testing.assert_close(affine.loc.detach(), expected)
+    torch.testing.assert_close(affine.log_scale.exp().detach(), torch.full((2,), 0.05))
+    draws = guide.sample_posterior(2000)
+    assert abs(float(draws["loc"].mean()) - float(expected[0])) < 0.01
+    assert abs(float(draws["loc"].std()) - 0.05) < 0.005
+    if init_loc_fn is init_to_median:
+        assert abs(float(expected[0]) - 1000.0) < 15.0  # Pyro estimates the median from 15 prior draws
+
+
+EVIDENCE_CASES = {
+    "regression": ConjugateRegression(dim=3, num_data=10),
+    "beta_binomial": BetaBinomial(),
+    "dirichlet": DirichletMultinomial(alpha=(2.0, 2.0, 2.0, 2.0), counts=(12, 5, 3, 7)),
+}
+
+
+@pytest.mark.parametrize("name", GUIDES)
+@pytest.mark.parametrize("case", EVIDENCE_CASES.values(), ids=EVIDENCE_CASES.keys())
+def test_importance_weighted_evidence_matches_log_z(name, case):
+    """log mean exp(log p - log q) over many draws is log Z; a wrong log q would bias it.
+
+    After training, the final affine scale is widened by 1.5: reverse-KL fits are
+    underdispersed, which makes importance weights heavy-tailed and their Monte Carlo
+    error estimate unreliable; an overdispersed q (still an exact density, non-linear
+    layers trained) keeps the weights light-tailed.
+    """
+    torch.manual_seed(0)
+    guide = GUIDES[name](case.model)
+    svi = SVI(case.model, guide, Adam({"lr": 2e-2}), Trace_ELBO(num_particles=4, vectorize_particles=True))
+    for _ in range(300):
+        svi.step(*case.args)
+    with torch.no_grad():
+        guide.flow.layers[-1].log_scale.add_(math.log(1.5))
+    n = 20_000
+    with torch.no_grad():
+        log_w = vectorized_importance_weights(
+            case.model, guide, *case.args, num_samples=n, max_plate_nesting=1
+        )[0]
+    log_w = log_w.double()
+    estimate = float(log_w.logsumexp(0) - math.log(n))
+    weights = (log_w - log_w.max()).exp()
+    se = float(weights.std() / weights.mean()) / math.sqrt(n)  # delta method on log of a mean
+    assert abs(estimate - case.log_z) < 4 * se + 5e-3, (estimate, case.log_z, se)
+    assert float(log_w.mean()) < case.log_z + 4 * float(log_w.std()) / math.sqrt(n)  # ELBO <= log Z
+
+
+def test_importance_weights_detect_a_wrong_log_density():
+    """The check above has power: a log q off by a constant 0.05 fails it."""
+    case = EVIDENCE_CASES["beta_binomial"]
+    torch.manual_seed(0)
+    guide = AutoIAF(case.model, **SMALL)
+    svi = SVI(case.model, guide, Adam({"lr": 2e-2}), Trace_ELBO(num_particles=4, vectorize_particles=True))
+    for _ in range(300):
+        svi.step(*case.args)
+    with torch.no_grad():
+        guide.flow.layers[-1].log_scale.add_(math.log(1.5))
+        log_w = vectorized_importance_weights(
+            case.model, guide, *case.args, num_samples=20_000, max_plate_nesting=1
+        )[0]
+    log_w = log_w.double() - 0.05  # as if log q were 0.05 too high everywhere
+    weights = (log_w - log_w.max()).exp()
+    se = float(weights.std() / weights.mean()) / math.sqrt(20_000)
+    assert abs(float(log_w.logsumexp(0) - math.log(20_000)) - case.log_z) > 4 * se + 5e-3
+
+
+def test_state_dict_pickle_torch_save_and_device_moves(device):
+    guide = AutoIAF(rich_model, **SMALL).setup(DATA)
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    values, _ = guide_log_q(guide, DATA)
+    expected = guide.log_density(values, DATA)
+
+    fresh = AutoIAF(rich_model, **SMALL).setup(DATA)
+    fresh.load_state_dict(guide.state_dict())
+    torch.testing.assert_close(fresh.log_density(values, DATA), expected)
+
+    clone = pickle.loads(pickle.dumps(guide))
+    torch.testing.assert_close(clone.log_density(values, DATA), expected)
+    assert guide.model is not None  # pickling leaves the live guide intact
+    buffer = io.BytesIO()
+    torch.save(guide, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    torch.testing.assert_close(loaded.log_density(values, DATA), expected)
+
+    moved = guide.to(device).double()
+    tensors = [*moved.parameters(), *moved.buffers()]
+    assert all(
+        t.device.type == device.type and (not t.is_floating_point() or t.dtype == torch.float64)
+        for t in tensors
+    )
+    latent = moved.sample_posterior(3, DATA)["mu"]
+    assert latent.dtype == torch.float64 and latent.device.type == device.type
+
+
+def test_jit_traced_guide_serializes():
+    guide = AutoAffineCoupling(rich_model, **SMALL).setup(DATA)
+    torch.manual_seed(0)
+    traced = torch.jit.trace_module(guide, {"call": (DATA,)}, check_trace=False)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    torch.manual_seed(0)
+    out = loaded.call(DATA)
+    assert len(out) == len(SHAPES) and all(torch.isfinite(v).all() for v in out)
+
+
+def test_factor_sites_guide_lists_and_nested_guides():
+    def model():
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.factor("bonus", -((z - 1) ** 2).sum(-1))
+        pyro.sample("w", dist.Normal(0.0, 1.0))
+
+    guides = AutoGuideList(model)
+    guides.append(AutoNeuralSpline(poutine.block(model, hide=["w"]), **SMALL))
+    guides.append(AutoNormal(poutine.block(model, expose=["w"])))
+    svi = SVI(model, guides, Adam({"lr": 1e-2}), Trace_ELBO())
+    for _ in range(5):
+        assert math.isfinite(svi.step())
+    assert set(guides.median()) == {"z", "w"} and set(guides.quantiles([0.5])) == {"z", "w"}
+    container = pyro.nn.PyroModule()
+    container.guide = AutoPlanarFlow(model)
+    assert set(container.guide()) == {"z", "w"}
+
+
+def test_enumerated_discrete_sites_are_left_to_enumeration():
+    @config_enumerate
+    def model(data):
+        locs = pyro.sample("locs", dist.Normal(torch.tensor([-2.0, 2.0]), 1.0).to_event(1))
+        with pyro.plate("data", len(data)):
+            k = pyro.sample("k", dist.Categorical(torch.ones(2) / 2))
+            pyro.sample("x", dist.Normal(locs[k], 1.0), obs=data)
+
+    data = torch.tensor([-2.1, -1.9, 2.2, 1.8])
+    guide = AutoIAF(model, **SMALL)
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), TraceEnum_ELBO(max_plate_nesting=1))
+    assert math.isfinite(svi.step(data))
+    assert set(guide.median(data)) == {"locs"}
+
+
+def test_discrete_latent_without_enumeration_is_refused():
+    def model():
+        pyro.sample("coin", dist.Bernoulli(0.5))
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="discrete latent site 'coin'"):
+        AutoIAF(model).setup()
+
+
+def test_local_latent_in_subsampled_plate_is_refused():
+    def model(data):
+        with pyro.plate("data", 100, subsample_size=10) as idx:
+            z = pyro.sample("z_local", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=data[idx])
+
+    with pytest.raises(ValueError, match=r"'z_local' inside plate 'data', which is subsampled \(10 of 100\)"):
+        AutoNeuralSpline(model).setup(torch.randn(100))
+
+
+def test_site_whose_shape_changes_is_refused():
+    def model(data):
+        z = pyro.sample("z", dist.Normal(torch.zeros(len(data)), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=data)
+
+    guide = AutoAffineCoupling(model)
+    guide(torch.randn(3))
+    guide(torch.randn(3))  # same shapes: fine
+    with pytest.raises(ValueError, match=r"site 'z' changed shape from \(3,\) at setup to \(5,\)"):
+        guide(torch.randn(5))
+
+
+def test_global_latents_accept_minibatches_of_new_sizes():
+    def model(data):
+        loc = pyro.sample("loc", dist.Normal(0.0, 5.0))
+        with pyro.plate("data", len(data)):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=data)
+
+    guide = AutoIAF(model)
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
+    for size in (10, 7, 10, 3):
+        assert math.isfinite(svi.step(torch.randn(size)))
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda m: AutoIAF(m, num_flows=0), ValueError, "num_flows"),
+        (lambda m: AutoNeuralSpline(m, bins=0), ValueError, "bins"),
+        (lambda m: AutoNeuralSpline(m, structure="masked"), ValueError, "structure"),
+        (lambda m: AutoAffineCoupling(m, mixing="twist"), ValueError, "mixing"),
+        (lambda m: AutoIAF(m, hidden_dims=(0,)), ValueError, "hidden_dims"),
+        (lambda m: AutoPlanarFlow(m, init_scale=0.0), ValueError, "init_scale"),
+        (lambda m: AutoFlow(m, flow="iaf"), TypeError, "flow must be a callable"),
+        (
+            lambda m: AutoFlow(m, flow=lambda d: iaf(d + 1)).setup(),
+            TypeError,
+            "must return an unconditional Flow",
+        ),
+    ],
+)
+def test_bad_options_raise_naming_the_option(build, error, match):
+    def model():
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(error, match=match):
+        build(model)
+
+
+def test_log_density_validates_its_input():
+    guide = AutoIAF(rich_model, **SMALL).setup(DATA)
+    values = guide.sample_posterior(2, DATA)
+    with pytest.raises(ValueError, match="needs a value for latent site 'mu'"):
+        guide.log_density({k: v for k, v in values.items() if k != "mu"}, DATA)
+    with pytest.raises(ValueError, match="site 'vec' must have shape"):
+        guide.log_density({**values, "vec": torch.zeros(2, 4)}, DATA)
+
+
+def test_generic_autoflow_accepts_any_builder():
+    guide = AutoFlow(rich_model, flow=lambda d: iaf(d, num_flows=1, hidden_dims=(8,), mixing="lu")).setup(
+        DATA
+    )
+    assert guide.latent_dim == sum(torch.Size(s).numel() for s in guide._unconstrained_shapes.values())
+    assert guide(DATA).keys() == SHAPES.keys()
+
+
+def test_autonormal_reference_runs_the_same_model():
+    """Sanity check of the rich model itself with Pyro's AutoNormal."""
+    guide = AutoNormal(rich_model)
+    svi = SVI(rich_model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
+    assert math.isfinite(svi.step(DATA))
