@@ -137,17 +137,18 @@ class RQSplineTransform(ElementwiseTransform):
         return self.knots_x[..., -1]
 
     def _bin(self, knots: Tensor, v: Tensor) -> tuple[Tensor, ...]:
-        """Bin of each ``v`` and the bin's left knot, width, height and slopes."""
-        inner = knots[..., 1:-1]
-        k = (v.unsqueeze(-1) >= inner).sum(-1, keepdim=True)
+        """Bin of each ``v`` and the bin's left knot, width, height and slopes.
 
-        def take(t: Tensor, offset: int = 0) -> Tensor:
-            t = t.reshape((1,) * (k.dim() - t.dim()) + t.shape)  # broadcast needs equal ndim
-            return torch.take_along_dim(t, k + offset, dim=-1).squeeze(-1)
-
-        x0, y0 = take(self.knots_x), take(self.knots_y)
-        w, h = take(self.knots_x, 1) - x0, take(self.knots_y, 1) - y0
-        return x0, y0, w, h, take(self.derivatives), take(self.derivatives, 1)
+        One gather fetches both ends of the bin for all three knot tables.
+        """
+        k = (v.unsqueeze(-1) >= knots[..., 1:-1]).sum(-1, keepdim=True)  # (..., 1)
+        index = torch.cat([k, k + 1], -1)  # (..., 2)
+        table = torch.stack([self.knots_x, self.knots_y, self.derivatives], -1)  # (..., K + 1, 3)
+        batch = torch.broadcast_shapes(index.shape[:-1], table.shape[:-2])
+        table = table.expand(*batch, *table.shape[-2:])
+        index = index.expand(*batch, 2).unsqueeze(-1).expand(*batch, 2, 3)
+        (x0, y0, d0), (x1, y1, d1) = (t.unbind(-1) for t in torch.gather(table, -2, index).unbind(-2))
+        return x0, y0, x1 - x0, y1 - y0, d0, d1
 
     def _inside(self, v: Tensor) -> tuple[Tensor, Tensor]:
         bound = self.bound
