@@ -34,11 +34,17 @@ from pyro.optim import Adam
 from flowguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
 from flowguide.models.exact import EXACT_MODELS
 
+
+def _pyro_flow(model, depth: int, layer: Callable, **options) -> AutoNormalizingFlow:
+    """Pyro's ``AutoNormalizingFlow`` with ``depth`` iterated layers of one family."""
+    return AutoNormalizingFlow(model, functools.partial(T.iterated, depth, layer, **options))
+
+
 QUALITY_GUIDES: dict[str, Callable] = {
     "AutoNormal": AutoNormal,
     "AutoMultivariateNormal": AutoMultivariateNormal,
     "pyro.AutoIAFNormal": AutoIAFNormal,
-    "pyro.spline_coupling": lambda m: AutoNormalizingFlow(m, functools.partial(T.iterated, 4, T.spline_coupling)),
+    "pyro.spline_coupling": lambda m: _pyro_flow(m, 4, T.spline_coupling),
     "AutoPlanarFlow": AutoPlanarFlow,
     "AutoIAF": AutoIAF,
     "AutoNeuralSpline": AutoNeuralSpline,
@@ -49,7 +55,10 @@ QUALITY_GUIDES: dict[str, Callable] = {
 def _pairs(depth: int, hidden: int) -> dict[str, tuple[Callable, Callable]]:
     """Ours and Pyro's counterpart at the same depth and hidden widths."""
     h = [hidden, hidden]
-    pyro_flow = lambda fn, **kw: lambda m: AutoNormalizingFlow(m, functools.partial(T.iterated, depth, fn, **kw))  # noqa: E731
+
+    def pyro_flow(layer, **options):
+        return lambda m: _pyro_flow(m, depth, layer, **options)
+
     return {
         "planar": (lambda m: AutoPlanarFlow(m, num_flows=depth), pyro_flow(T.planar)),
         "iaf": (
@@ -82,7 +91,9 @@ def train(model, guide, args, steps: int, lr: float, particles: int, seed: int) 
 
 def kl_estimate(model, guide, args, log_z: float, num_samples: int = 20_000) -> tuple[float, float]:
     with torch.no_grad():
-        log_w = vectorized_importance_weights(model, guide, *args, num_samples=num_samples, max_plate_nesting=1)[0]
+        log_w = vectorized_importance_weights(
+            model, guide, *args, num_samples=num_samples, max_plate_nesting=1
+        )[0]
     log_w = log_w.double()
     return log_z - float(log_w.mean()), float(log_w.std()) / math.sqrt(num_samples)
 
@@ -127,7 +138,9 @@ def speed(dims, depth, hidden, steps, repeats, particles) -> list[dict]:
                 )
             ratio = times["ours"] / times["pyro"]
             rows.append({"flow": family, "dim": dim, **times, "ratio": ratio})
-            print(f"{family:<18}{dim:>6}{times['ours']:>12.5f}{times['pyro']:>12.5f}{ratio:>11.2f}", flush=True)
+            print(
+                f"{family:<18}{dim:>6}{times['ours']:>12.5f}{times['pyro']:>12.5f}{ratio:>11.2f}", flush=True
+            )
     return rows
 
 
@@ -153,7 +166,9 @@ def size(dim: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--part", choices=["all", "quality", "speed", "size"], default="all")
     parser.add_argument("--targets", nargs="+", default=list(EXACT_MODELS), choices=list(EXACT_MODELS))
     parser.add_argument("--guides", nargs="+", default=list(QUALITY_GUIDES), choices=list(QUALITY_GUIDES))

@@ -159,7 +159,8 @@ class AutoFlow(AutoContinuous):
             if site["fn"].support.is_discrete:
                 raise ValueError(
                     f"{guide} cannot serve discrete latent site '{name}': enumerate it "
-                    f"(infer={{'enumerate': 'parallel'}} with TraceEnum_ELBO) or hide it with "
+                    f"(infer={{'enumerate': 'parallel'}} with TraceEnum_ELBO, see "
+                    "https://pyro.ai/examples/enumeration.html) or hide it with "
                     f"poutine.block(model, hide=['{name}'])"
                 )
             for frame in site["cond_indep_stack"]:

@@ -8,7 +8,6 @@ they drive start near the identity while every weight still receives a gradient.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -40,6 +39,17 @@ def _join(x: Tensor, context: Tensor | None) -> Tensor:
     return torch.cat([context.expand(*batch, context.shape[-1]), x], -1)
 
 
+class _Constant(nn.Module):
+    """Output a learned vector (zeros at first) for every input row; no weights."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(size))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bias.expand(*x.shape[:-1], self.bias.shape[-1])
+
+
 class MaskedLinear(nn.Linear):
     """Linear layer whose weight is multiplied by a fixed 0/1 mask (a buffer).
 
@@ -56,6 +66,11 @@ class MaskedLinear(nn.Linear):
 
 
 class _Conditioner(nn.Module):
+    #: Fixed factor on the network output. Adam moves every weight by about ``lr`` per
+    #: step whatever the gradient's size, so the output of a wide last layer can jump by
+    #: ``width * lr`` in one step; this factor sets how far a step moves the flow.
+    output_scale: float = 1.0
+
     def __init__(self, out_dim: int, num_params: int, init_scale: float) -> None:
         super().__init__()
         self.out_dim, self.num_params, self.init_scale = out_dim, num_params, init_scale
@@ -66,7 +81,7 @@ class _Conditioner(nn.Module):
             last.bias.mul_(self.init_scale)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = self.net(_join(x, context))
+        h = self.net(_join(x, context)) * self.output_scale
         return h.unflatten(-1, (self.out_dim, self.num_params))
 
 
@@ -100,11 +115,12 @@ class MLP(_Conditioner):
     ) -> None:
         super().__init__(out_dim, num_params, init_scale)
         widths = [in_dim + (context_dim or 0), *check_hidden_dims(hidden_dims)]
+        if widths[0] == 0:  # nothing to condition on (a 1-D coupling): a learned constant
+            self.net = _Constant(out_dim * num_params)
+            return
         layers: list[nn.Module] = []
         for a, b in pairwise(widths):
-            with warnings.catch_warnings():  # in_dim 0 (a 1-D coupling) has an empty weight
-                warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-                layers += [nn.Linear(a, b), activation()]
+            layers += [nn.Linear(a, b), activation()]
         layers.append(nn.Linear(widths[-1], out_dim * num_params))
         self.net = nn.Sequential(*layers)
         self._near_identity(layers[-1])

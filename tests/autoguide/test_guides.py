@@ -355,7 +355,7 @@ def test_discrete_latent_without_enumeration_is_refused():
         pyro.sample("coin", dist.Bernoulli(0.5))
         pyro.sample("z", dist.Normal(0.0, 1.0))
 
-    with pytest.raises(ValueError, match="discrete latent site 'coin'"):
+    with pytest.raises(ValueError, match=r"discrete latent site .coin.*enumeration\.html"):
         AutoIAF(model).setup()
 
 
@@ -440,3 +440,14 @@ def test_autonormal_reference_runs_the_same_model():
     guide = AutoNormal(rich_model)
     svi = SVI(rich_model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
     assert math.isfinite(svi.step(DATA))
+
+
+@pytest.mark.parametrize("name", GUIDES)
+def test_one_dimensional_latent_trains_under_jit(name):
+    """A 1-D coupling has nothing to condition on; it must still trace and train."""
+
+    def model():
+        pyro.sample("loc", dist.Normal(0.0, 1.0))
+
+    svi = SVI(model, GUIDES[name](model), Adam({"lr": 1e-2}), JitTrace_ELBO())
+    assert all(math.isfinite(svi.step()) for _ in range(3))
