@@ -4,6 +4,14 @@ Both take an input ``x`` and an optional ``context`` (concatenated to the input 
 broadcasting their batch shapes) and return raw map parameters of shape
 ``(..., D_out, P)``. Their last layer starts near zero (``init_scale``), so the flows
 they drive start near the identity while every weight still receives a gradient.
+
+The output is multiplied by a fixed ``output_scale`` (default 0.1, about
+:math:`1/\sqrt{64}`). Adam moves every weight by about the learning rate per step,
+whatever the gradient's size, so in its first steps all weights of a wide last layer
+move together and the output jumps by up to ``width * lr``; inside a stack of coupling
+layers those jumps compound through the log-scales (measured: with factor 1, an affine
+coupling guide on a 3-site model went to NaN within 3 steps for 4 of 8 seeds at
+lr 0.02; with 0.1, none of 8).
 """
 
 from __future__ import annotations
@@ -66,14 +74,12 @@ class MaskedLinear(nn.Linear):
 
 
 class _Conditioner(nn.Module):
-    #: Fixed factor on the network output. Adam moves every weight by about ``lr`` per
-    #: step whatever the gradient's size, so the output of a wide last layer can jump by
-    #: ``width * lr`` in one step; this factor sets how far a step moves the flow.
-    output_scale: float = 1.0
-
-    def __init__(self, out_dim: int, num_params: int, init_scale: float) -> None:
+    def __init__(self, out_dim: int, num_params: int, init_scale: float, output_scale: float) -> None:
         super().__init__()
-        self.out_dim, self.num_params, self.init_scale = out_dim, num_params, init_scale
+        if not output_scale > 0:
+            raise ValueError(f"output_scale must be positive, got {output_scale}")
+        self.out_dim, self.num_params = out_dim, num_params
+        self.init_scale, self.output_scale = init_scale, float(output_scale)
 
     def _near_identity(self, last: nn.Linear) -> None:
         with torch.no_grad():
@@ -96,6 +102,7 @@ class MLP(_Conditioner):
         context_dim: Size of the context, or ``None`` for none.
         activation: Activation module class.
         init_scale: Factor on the last layer's initial weights (near-identity start).
+        output_scale: Fixed factor on the output (see the module docstring).
 
     Example:
         >>> net = MLP(3, 2, num_params=4, hidden_dims=[16])
@@ -112,8 +119,9 @@ class MLP(_Conditioner):
         context_dim: int | None = None,
         activation: type[nn.Module] = nn.ReLU,
         init_scale: float = 1e-2,
+        output_scale: float = 0.1,
     ) -> None:
-        super().__init__(out_dim, num_params, init_scale)
+        super().__init__(out_dim, num_params, init_scale, output_scale)
         widths = [in_dim + (context_dim or 0), *check_hidden_dims(hidden_dims)]
         if widths[0] == 0:  # nothing to condition on (a 1-D coupling): a learned constant
             self.net = _Constant(out_dim * num_params)
@@ -142,6 +150,7 @@ class MADE(_Conditioner):
         order: Autoregressive order (a permutation of ``range(dim)``); default natural.
         activation: Activation module class.
         init_scale: Factor on the last layer's initial weights (near-identity start).
+        output_scale: Fixed factor on the output (see the module docstring).
 
     References:
         MADE: Masked Autoencoder for Distribution Estimation (Germain et al., 2015),
@@ -162,8 +171,9 @@ class MADE(_Conditioner):
         order: Tensor | None = None,
         activation: type[nn.Module] = nn.ReLU,
         init_scale: float = 1e-2,
+        output_scale: float = 0.1,
     ) -> None:
-        super().__init__(dim, num_params, init_scale)
+        super().__init__(dim, num_params, init_scale, output_scale)
         hidden = check_hidden_dims(hidden_dims)
         order = torch.arange(dim) if order is None else order
         degrees_in = torch.empty(dim, dtype=torch.long)
