@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--particles", type=int, default=8)
     parser.add_argument("--dims", type=int, nargs="+", default=[10, 200])
+    parser.add_argument("--speed-steps", type=int, default=200, help="timed SVI steps per repeat")
+    parser.add_argument("--repeats", type=int, default=5, help="timing repeats (the median is reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.part in ("all", "quality"):
         results["quality"] = quality(args.targets, args.guides, steps, args.lr, args.particles, args.seed)
     if args.part in ("all", "speed"):
-        results["speed"] = speed(args.dims, 4, 64, 5 if args.quick else 50, 1 if args.quick else 3, 1)
+        timed = (5, 1) if args.quick else (args.speed_steps, args.repeats)
+        results["speed"] = speed(args.dims, 4, 64, *timed, 1)
     if args.part in ("all", "size"):
         results["size"] = size(50 if args.quick else 1000)
     if not args.quick:
