@@ -4,6 +4,18 @@ They let a guide be scored by :math:`\mathrm{KL}(q \| p) = \log Z - \mathrm{ELBO
 log-density be checked by importance sampling. Each model object has ``model(*args)``,
 ``args`` (the data to call it with), ``log_z`` and, where the posterior is known in
 closed form, ``posterior_mean`` and ``posterior_std`` (dicts keyed by site name).
+
+Example:
+    >>> case = BetaBinomial(a=1.0, b=1.0, n=10, k=3)
+    >>> round(case.log_z, 4)  # uniform prior: every k has evidence 1 / (n + 1)
+    -2.3979
+    >>> float(case.posterior_mean["p"])
+    0.3333333333333333
+    >>> from pyro import poutine
+    >>> trace = poutine.trace(ConjugateRegression(dim=2, num_data=5).model).get_trace(
+    ...     *ConjugateRegression(dim=2, num_data=5).args)
+    >>> tuple(trace.nodes["w"]["value"].shape)
+    (2,)
 """
 
 from __future__ import annotations
