@@ -154,16 +154,27 @@ class RQSplineTransform(ElementwiseTransform):
         bound = self.bound
         return (v > -bound) & (v < bound), torch.maximum(torch.minimum(v, bound), -bound)
 
+    @staticmethod
+    def _shape(s: Tensor, d0: Tensor, d1: Tensor, xi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Return ``xi * (1 - xi)``, the bin's denominator and the log-derivative at ``xi``."""
+        t = xi * (1 - xi)
+        denom = s + (d0 + d1 - 2 * s) * t
+        dydx = s**2 * (d1 * xi**2 + 2 * s * t + d0 * (1 - xi) ** 2) / denom**2
+        return t, denom, dydx.log()
+
+    @staticmethod
+    def _with_tails(inside: Tensor, out: Tensor, ident: Tensor, log_slope: Tensor) -> tuple[Tensor, Tensor]:
+        """Spline values inside the interval, the identity (log-slope 0) outside."""
+        return torch.where(inside, out, ident), torch.where(inside, log_slope, torch.zeros_like(ident))
+
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         inside, xc = self._inside(x)
         x0, y0, w, h, d0, d1 = self._bin(self.knots_x, xc)
         s = h / w
         xi = ((xc - x0) / w).clamp(0, 1)
-        t = xi * (1 - xi)
-        denom = s + (d0 + d1 - 2 * s) * t
+        t, denom, log_slope = self._shape(s, d0, d1, xi)
         y = y0 + h * (s * xi**2 + d0 * t) / denom
-        dydx = s**2 * (d1 * xi**2 + 2 * s * t + d0 * (1 - xi) ** 2) / denom**2
-        return torch.where(inside, y, x), torch.where(inside, dydx.log(), torch.zeros_like(x))
+        return self._with_tails(inside, y, x, log_slope)
 
     def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         inside, yc = self._inside(y)
@@ -176,11 +187,7 @@ class RQSplineTransform(ElementwiseTransform):
         cc = -s * dy
         disc = (b**2 - 4 * a * cc).clamp_min(0)
         xi = (2 * cc / (-b - disc.sqrt())).clamp(0, 1)
-        x = x0 + xi * w
-        t = xi * (1 - xi)
-        denom = s + c * t
-        dydx = s**2 * (d1 * xi**2 + 2 * s * t + d0 * (1 - xi) ** 2) / denom**2
-        return torch.where(inside, x, y), torch.where(inside, dydx.log(), torch.zeros_like(y))
+        return self._with_tails(inside, x0 + xi * w, y, self._shape(s, d0, d1, xi)[2])
 
 
 class MapSpec:
