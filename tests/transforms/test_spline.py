@@ -13,8 +13,9 @@ def test_raw_zeros_give_the_identity(device, dtype):
     g = spec(torch.zeros(spec.num_params, device=device, dtype=dtype))
     x = torch.linspace(-4, 4, 101, device=device, dtype=dtype)
     y, ladj = g.call_and_ladj(x)
-    torch.testing.assert_close(y, x, atol=1e-12, rtol=0)
-    torch.testing.assert_close(ladj, torch.zeros_like(x), atol=1e-12, rtol=0)
+    exact = 1e-12 if dtype == torch.float64 else 1e-6  # rounding of the knot arithmetic
+    torch.testing.assert_close(y, x, atol=exact, rtol=0)
+    torch.testing.assert_close(ladj, torch.zeros_like(x), atol=exact, rtol=0)
 
 
 def test_map_is_continuous_monotone_with_unit_slope_at_the_boundary(device, dtype):
