@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyro.distributions as dist
 import torch
 from torch import Tensor
@@ -26,9 +28,15 @@ class FlowDistribution(dist.TransformedDistribution):
     of inverting: same value, same gradients, no inverse pass. Any other tensor, or a
     sample drawn without gradients scored with them, goes through the inverse.
 
+    With ``path_log_prob`` given (sticking the landing, see
+    :meth:`~flowguide.flows.Flow.forward`), scoring the own sample keeps the exact value
+    of the sampling pass but takes its gradient from ``path_log_prob``: the density
+    with the flow's parameters held fixed, differentiated only along the sample path.
+
     Arguments:
         base: Base distribution with event shape ``(D,)``.
         transform: Flow transform mapping base noise to the latent.
+        path_log_prob: Optional ``z -> log q(z)`` with the parameters detached.
 
     Example:
         >>> from flowguide.flows import iaf
@@ -43,15 +51,20 @@ class FlowDistribution(dist.TransformedDistribution):
         base: dist.TorchDistribution,
         transform: FlowTransform,
         validate_args: bool | None = None,
+        *,
+        path_log_prob: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__(base, [transform], validate_args=validate_args)
+        self.path_log_prob = path_log_prob
 
     def expand(
         self, batch_shape: tuple[int, ...], _instance: FlowDistribution | None = None
     ) -> FlowDistribution:
         """Expand the batch shape of the base; the transform broadcasts over it."""
         shape = torch.Size(batch_shape)
-        return FlowDistribution(self.base_dist.expand(shape), self.flow_transform)
+        return FlowDistribution(
+            self.base_dist.expand(shape), self.flow_transform, path_log_prob=self.path_log_prob
+        )
 
     @property
     def flow_transform(self) -> FlowTransform:
@@ -79,6 +92,9 @@ class FlowDistribution(dist.TransformedDistribution):
         if self._last is not None:
             z, log_q, with_grad = self._last
             if value is z and (with_grad or not torch.is_grad_enabled()):
-                return log_q
+                if self.path_log_prob is None or not torch.is_grad_enabled():
+                    return log_q
+                path = self.path_log_prob(z)  # same value up to rounding, path gradient only
+                return log_q.detach() + (path - path.detach())
         u, ladj_inverse = self.flow_transform.inv_and_ladj(value)
         return self.base_dist.log_prob(u) + ladj_inverse
