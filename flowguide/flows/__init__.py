@@ -11,6 +11,7 @@ from flowguide.flows.layers import (
     LULinear,
     Permutation,
     Planar,
+    TriangularLinear,
     check_context,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "LULinear",
     "Permutation",
     "Planar",
+    "TriangularLinear",
     "affine_coupling_flow",
     "check_context",
     "iaf",

@@ -25,6 +25,7 @@ from flowguide.transforms import (
     MapSpec,
     PermutationTransform,
     PlanarTransform,
+    TriangularLinearTransform,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Coupling",
     "Permutation",
     "LULinear",
+    "TriangularLinear",
 ]
 
 
@@ -288,3 +290,47 @@ class LULinear(FlowLayer):
         lower = self.log_diag.new_zeros(self.dim, self.dim).index_put((rows, cols), self.lower_entries)
         upper = self.log_diag.new_zeros(self.dim, self.dim).index_put((cols, rows), self.upper_entries)
         return LULinearTransform(lower, upper, self.log_diag, self.bias)
+
+
+class TriangularLinear(FlowLayer):
+    r"""Learned map :math:`y = L x` with :math:`L` unit lower-triangular: :math:`\log|\det J| = 0`.
+
+    Followed by an elementwise affine layer, :math:`z = \mu + \sigma \odot L x` is a full
+    Cholesky factor, so a flow ending in these two layers contains every Gaussian;
+    :meth:`set_scale_tril` sets it from a Cholesky factor. :math:`D(D-1)/2` parameters.
+
+    Arguments:
+        dim: Number of coordinates.
+
+    Example:
+        >>> import torch
+        >>> layer = TriangularLinear(2)
+        >>> sigma = layer.set_scale_tril(torch.tensor([[2.0, 0.0], [1.0, 0.5]]))
+        >>> sigma.tolist(), layer()(torch.tensor([1.0, 1.0])).tolist()  # L = [[1, 0], [2, 1]]
+        ([2.0, 0.5], [1.0, 3.0])
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.register_buffer("lower_index", torch.tril_indices(dim, dim, -1))
+        self.lower_entries = nn.Parameter(torch.zeros(dim * (dim - 1) // 2))
+
+    def lower(self) -> Tensor:
+        """The strictly lower triangle of :math:`L` (its unit diagonal is implied)."""
+        zeros = self.lower_entries.new_zeros(self.dim, self.dim)
+        return zeros.index_put(tuple(self.lower_index), self.lower_entries)
+
+    @torch.no_grad()
+    def set_scale_tril(self, scale_tril: Tensor) -> Tensor:
+        r"""Set :math:`L` from a Cholesky factor :math:`C = \mathrm{diag}(\sigma) L`; return :math:`\sigma`.
+
+        Arguments:
+            scale_tril: Lower-triangular :math:`C` with a positive diagonal, shape ``(D, D)``.
+        """
+        sigma = scale_tril.diagonal()
+        rows, cols = self.lower_index
+        self.lower_entries.copy_((scale_tril / sigma.unsqueeze(-1))[rows, cols])
+        return sigma
+
+    def build(self, context: Tensor | None) -> FlowTransform:
+        return TriangularLinearTransform(self.lower())

@@ -20,6 +20,7 @@ from flowguide.flows.layers import (
     LULinear,
     Permutation,
     Planar,
+    TriangularLinear,
 )
 from flowguide.transforms import AffineSpec, SplineSpec
 
@@ -45,6 +46,7 @@ REGISTRY: dict[str, Entry] = {
     "permutation_reverse": _layer(lambda d, c: Permutation.reverse(d), False),
     "permutation_random": _layer(lambda d, c: Permutation.random(d, seed=1), False),
     "lu_linear": _layer(lambda d, c: LULinear(d), False),
+    "triangular_linear": _layer(lambda d, c: TriangularLinear(d), False),
     "planar": _layer(lambda d, c: Planar(d, c, _HIDDEN), True),
     "affine_autoregressive": _layer(lambda d, c: Autoregressive(d, AffineSpec(), _HIDDEN, c), True),
     "spline_autoregressive": _layer(

@@ -13,7 +13,7 @@ from flowguide.transforms.elementwise import (
     SplineSpec,
     soft_clamp,
 )
-from flowguide.transforms.linear import LULinearTransform, PermutationTransform
+from flowguide.transforms.linear import LULinearTransform, PermutationTransform, TriangularLinearTransform
 from flowguide.transforms.planar import PlanarTransform
 from flowguide.transforms.structure import AutoregressiveTransform, CouplingTransform
 
@@ -29,6 +29,7 @@ __all__ = [
     "LULinearTransform",
     "MapSpec",
     "PermutationTransform",
+    "TriangularLinearTransform",
     "PlanarTransform",
     "RQSplineTransform",
     "SplineSpec",

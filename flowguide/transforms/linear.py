@@ -75,3 +75,31 @@ class LULinearTransform(FlowTransform):
         z = torch.linalg.solve_triangular(self.lower, rhs, upper=False, unitriangular=True)
         x = torch.linalg.solve_triangular(self.upper, z, upper=True).squeeze(-1)
         return x, -self._ladj(y)
+
+
+class TriangularLinearTransform(FlowTransform):
+    r"""Linear map :math:`y = L x` with :math:`L` unit lower-triangular, so :math:`\log|\det J| = 0`.
+
+    The inverse is one triangular solve.
+
+    Arguments:
+        lower: Matrix whose strictly lower triangle is :math:`L`'s, shape ``(D, D)``.
+
+    Example:
+        >>> import torch
+        >>> t = TriangularLinearTransform(torch.tensor([[9.0, 9.0], [2.0, 9.0]]))  # L = [[1, 0], [2, 1]]
+        >>> t.call_and_ladj(torch.tensor([1.0, 1.0]))
+        (tensor([1., 3.]), tensor(0.))
+    """
+
+    def __init__(self, lower: Tensor) -> None:
+        super().__init__(1)
+        eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)
+        self.lower = lower.tril(-1) + eye
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x @ self.lower.mT, x.new_zeros(x.shape[:-1])
+
+    def inv_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.linalg.solve_triangular(self.lower, y.unsqueeze(-1), upper=False, unitriangular=True)
+        return x.squeeze(-1), y.new_zeros(y.shape[:-1])
