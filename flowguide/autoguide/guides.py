@@ -5,17 +5,20 @@ All latent sites of the model are mapped to one unconstrained vector (through
 does) and the joint posterior over that vector is a normalizing flow
 
 .. math::
-    z = \mu + \sigma \odot g(u), \qquad u \sim N(0, I),
+    z = \mu + \sigma \odot L\, g(u), \qquad u \sim N(0, I),
 
-where :math:`g` is a near-identity flow at initialization and the elementwise affine
-layer :math:`(\mu, \sigma)` starts at the ``init_loc_fn`` values and ``init_scale``. The
-ELBO sees :math:`\log q(z) = \log N(u) - \log|\det J_g| - \sum \log \sigma` plus the
-log-Jacobian of each constraint, computed in the sampling pass.
+where :math:`g` is a near-identity flow at initialization, :math:`L` a unit
+lower-triangular matrix (``affine="full"``; the identity with ``affine="diagonal"``) and
+:math:`(\mu, \sigma)` start at the ``init_loc_fn`` values and ``init_scale``, or at a
+Laplace approximation (``warm_start="laplace"``). The ELBO sees
+:math:`\log q(z) = \log N(u) - \log|\det J_g| - \sum \log \sigma` plus the log-Jacobian
+of each constraint, computed in the sampling pass.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,12 +29,14 @@ from pyro.distributions.util import sum_rightmost
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.guides import prototype_hide_fn
 from pyro.infer.autoguide.initialization import init_to_median
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from flowguide.flows import (
     ElementwiseAffine,
     Flow,
     FlowDistribution,
+    TriangularLinear,
     affine_coupling_flow,
     iaf,
     neural_spline_flow,
@@ -41,6 +46,9 @@ from flowguide.flows import (
 __all__ = ["AutoFlow", "AutoPlanarFlow", "AutoIAF", "AutoNeuralSpline", "AutoAffineCoupling"]
 
 InitLocFn = Callable[[dict], Tensor]
+AFFINES = ("full", "diagonal")
+UNBOUNDED = 2**62
+WARM_STARTS = (None, "laplace")
 
 
 def _hide_enumerated(msg: dict) -> bool:
@@ -60,6 +68,33 @@ def _signature(value: Any) -> Any:
     return type(value).__name__
 
 
+def laplace_map(log_joint: Callable[[Tensor], Tensor], init: Tensor, max_iter: int = 1000) -> Tensor | None:
+    """Maximize ``log_joint`` over a vector by L-BFGS from ``init``; ``None`` if it diverges.
+
+    Only the vector is differentiated: parameters the model reads are left untouched.
+    """
+    x = init.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([x], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        loss = -log_joint(x)
+        (x.grad,) = torch.autograd.grad(loss, [x])
+        return loss.detach()
+
+    loss = optimizer.step(closure)
+    finite = torch.isfinite(x).all() and torch.isfinite(-log_joint(x.detach())).all()
+    return x.detach() if finite and torch.isfinite(loss) else None
+
+
+def _inverse_cholesky(precision: Tensor) -> Tensor | None:
+    """Cholesky factor of ``precision``'s inverse, or ``None`` if it is not positive definite."""
+    root, info = torch.linalg.cholesky_ex(precision)
+    if info or not torch.isfinite(root).all() or not (root.diagonal() > 0).all():
+        return None
+    scale_tril, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(root))
+    return None if info or not torch.isfinite(scale_tril).all() else scale_tril
+
+
 class AutoFlow(AutoContinuous):
     r"""Autoguide whose joint posterior over all latent sites is a normalizing flow.
 
@@ -73,6 +108,24 @@ class AutoFlow(AutoContinuous):
             :math:`\mu`.
         init_scale: Initial posterior scale :math:`\sigma` in unconstrained space.
         num_summary_samples: Draws used by :meth:`median` and :meth:`quantiles`.
+        affine: ``"full"`` ends the flow in :math:`\mu + \sigma \odot L\,\cdot` with a
+            learned unit lower-triangular :math:`L` (:math:`D(D-1)/2` parameters), so the
+            guide contains every Gaussian; ``"diagonal"`` drops :math:`L`.
+        warm_start: ``"laplace"`` sets :math:`(\mu, \sigma, L)` from a Laplace
+            approximation before the first step: the MAP in unconstrained space (L-BFGS
+            from the ``init_loc_fn`` point) and the Cholesky factor of the inverse
+            Hessian there (its diagonal with ``affine="diagonal"``). A Gaussian posterior
+            is then fit at step 0 and the flow only learns what is not Gaussian. Falls
+            back to ``init_loc_fn``/``init_scale`` with a warning when the Hessian is
+            not positive definite. ``None`` (default) skips it.
+        stl: Sticking-the-landing gradients (Roeder, Wu & Duvenaud, 2017): the ELBO's
+            :math:`\log q(z)` is differentiated along the sample path only, with the
+            flow's parameters held fixed, so the gradient noise vanishes as
+            :math:`q \to p`. Values are unchanged. It costs one inverse pass per step
+            and is unbiased for ``Trace_ELBO``-type objectives but biased for
+            importance-weighted ones (``RenyiELBO``), where it should be off. ``None``
+            (default) turns it on when the latent dimension is at most the class's
+            ``stl_max_dim`` (chosen by measurement, see ``benchmarks/README.md``).
 
     The guide's parameters exist after :meth:`setup` (or the first call). Latent sites
     inside a subsampled plate are refused: one joint density cannot follow a minibatch.
@@ -101,6 +154,9 @@ class AutoFlow(AutoContinuous):
         init_loc_fn: InitLocFn = init_to_median,
         init_scale: float = 0.1,
         num_summary_samples: int = 4096,
+        affine: str = "full",
+        warm_start: str | None = None,
+        stl: bool | None = None,
     ) -> None:
         if not callable(flow):
             raise TypeError(f"flow must be a callable dim -> Flow, got {type(flow).__name__}")
@@ -108,14 +164,33 @@ class AutoFlow(AutoContinuous):
             raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
         if not (isinstance(num_summary_samples, int) and num_summary_samples >= 2):
             raise ValueError(f"num_summary_samples must be an integer >= 2, got {num_summary_samples!r}")
+        if not isinstance(stl, (bool, type(None))):
+            raise TypeError(f"stl must be True, False or None, got {stl!r}")
+        if affine not in AFFINES:
+            raise ValueError(f"affine must be one of {AFFINES}, got {affine!r}")
+        if warm_start not in WARM_STARTS:
+            raise ValueError(f"warm_start must be one of {WARM_STARTS}, got {warm_start!r}")
         flow(1)  # a dry run on one dimension surfaces bad options now, not at the first step
         super().__init__(model, init_loc_fn=init_loc_fn)
         self._flow_fn = flow
         self.init_scale = float(init_scale)
         self.num_summary_samples = num_summary_samples
+        self.stl = stl
+        self.affine = affine
+        self.warm_start = warm_start
         self._known_signatures: set = set()
 
     _prototype_hide_fn = staticmethod(_hide_enumerated)
+
+    #: Largest latent dimension at which ``stl=None`` turns sticking the landing on.
+    stl_max_dim: int = 0
+
+    @property
+    def uses_stl(self) -> bool:
+        """Whether the ELBO's gradient sticks the landing (``stl``, or the class default)."""
+        if self.stl is not None:
+            return self.stl
+        return self.prototype_trace is not None and self.latent_dim <= self.stl_max_dim
 
     def __getstate__(self) -> dict:
         # Pyro's AutoGuide drops the model reference *from the live guide* when pickled;
@@ -149,9 +224,53 @@ class AutoFlow(AutoContinuous):
                 f"flow({self.latent_dim}) must return an unconditional Flow of dim {self.latent_dim}, "
                 f"got {core!r:.80}"
             )
-        flow = Flow([*core.layers, ElementwiseAffine(self.latent_dim)])
+        head = [TriangularLinear(self.latent_dim)] if self.affine == "full" else []
+        flow = Flow([*core.layers, *head, ElementwiseAffine(self.latent_dim)])
         self.flow = flow.to(device=loc.device, dtype=loc.dtype)
-        self.flow.layers[-1].set_loc_scale(loc, torch.full_like(loc, self.init_scale))
+        scale = torch.full_like(loc, self.init_scale)
+        if self.warm_start == "laplace":
+            loc, scale = self._laplace(loc, args, kwargs)
+        self.flow.layers[-1].set_loc_scale(loc, scale)
+
+    def _laplace(self, init: Tensor, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor]:
+        """MAP and inverse-Hessian scale in unconstrained space; sets :math:`L` if ``affine="full"``."""
+        guide = type(self).__name__
+        fallback = (init, torch.full_like(init, self.init_scale))
+        latent = laplace_map(functools.partial(self._log_joint, args=args, kwargs=kwargs), init)
+        if latent is None:
+            warnings.warn(
+                f"{guide}: warm_start='laplace' found no finite MAP; using init_loc_fn", stacklevel=3
+            )
+            return fallback
+        hessian = torch.autograd.functional.hessian(lambda x: -self._log_joint(x, args, kwargs), latent)
+        scale_tril = _inverse_cholesky(hessian)
+        if scale_tril is None:
+            warnings.warn(
+                f"{guide}: warm_start='laplace' fell back to init_loc_fn and init_scale: the Hessian of "
+                "the negative log joint at the MAP is not positive definite (a flat or improper direction)",
+                stacklevel=3,
+            )
+            return fallback
+        if self.affine == "full":
+            return latent, self.flow.layers[-2].set_scale_tril(scale_tril)
+        return latent, hessian.diagonal().rsqrt()
+
+    def _log_joint(self, latent: Tensor, args: tuple, kwargs: dict) -> Tensor:
+        r"""Model log joint at an unconstrained vector, with each constraint's log-Jacobian."""
+        values, log_jacobian = {}, 0.0
+        for site, unconstrained in self._unpack_latent(latent):
+            transform = biject_to(site["fn"].support)
+            values[site["name"]] = value = transform(unconstrained)
+            log_jacobian = log_jacobian + transform.log_abs_det_jacobian(unconstrained, value).sum()
+        conditioned = poutine.condition(self.model, values)
+        trace = poutine.block(poutine.trace(conditioned).get_trace)(*args, **kwargs)
+        for name, site in trace.iter_stochastic_nodes():
+            if name not in values and not site_is_subsample(site):  # it would be sampled: a noisy MAP
+                raise ValueError(
+                    f"{type(self).__name__}: warm_start='laplace' needs a density over the guide's latents "
+                    f"only; site '{name}' is not one of them (an enumerated site?)"
+                )
+        return trace.log_prob_sum() + log_jacobian
 
     def _check_sites(self) -> None:
         guide = type(self).__name__
@@ -203,7 +322,7 @@ class AutoFlow(AutoContinuous):
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> FlowDistribution:
         """The flow distribution over the packed unconstrained latent vector."""
-        return self.flow()
+        return self.flow(stl=self.uses_stl)
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
         if self.prototype_trace is None:
@@ -318,9 +437,8 @@ class AutoPlanarFlow(AutoFlow):
     Arguments:
         model: A Pyro model.
         num_flows: Number of flow layers.
-        init_loc_fn: Per-site initialization of the posterior location.
-        init_scale: Initial posterior scale in unconstrained space.
-        num_summary_samples: Draws used by ``median`` and ``quantiles``.
+        **options: ``init_loc_fn``, ``init_scale``, ``num_summary_samples``, ``affine``,
+            ``warm_start`` and ``stl`` as in :class:`AutoFlow`.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -331,23 +449,18 @@ class AutoPlanarFlow(AutoFlow):
         torch.Size([3])
     """
 
+    # The planar inverse is a 1-D root find per layer: its cost does not grow with D.
+    stl_max_dim = UNBOUNDED
+
     def __init__(
         self,
         model: Callable,
         *,
         num_flows: int = 8,
-        init_loc_fn: InitLocFn = init_to_median,
-        init_scale: float = 0.1,
-        num_summary_samples: int = 4096,
+        **options: Any,
     ) -> None:
         flow = functools.partial(planar_flow, num_flows=num_flows)
-        super().__init__(
-            model,
-            flow,
-            init_loc_fn=init_loc_fn,
-            init_scale=init_scale,
-            num_summary_samples=num_summary_samples,
-        )
+        super().__init__(model, flow, **options)
 
 
 class AutoIAF(AutoFlow):
@@ -361,9 +474,8 @@ class AutoIAF(AutoFlow):
         num_flows: Number of flow layers.
         hidden_dims: Hidden widths of each layer's conditioner.
         mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"none"``).
-        init_loc_fn: Per-site initialization of the posterior location.
-        init_scale: Initial posterior scale in unconstrained space.
-        num_summary_samples: Draws used by ``median`` and ``quantiles``.
+        **options: ``init_loc_fn``, ``init_scale``, ``num_summary_samples``, ``affine``,
+            ``warm_start`` and ``stl`` as in :class:`AutoFlow`.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -374,6 +486,10 @@ class AutoIAF(AutoFlow):
         True
     """
 
+    # The inverse takes D sequential MADE passes per layer: about 2.5x the plain step at
+    # D = 10 but tens of times at D = 200 (benchmarks/README.md), so only small D get it.
+    stl_max_dim = 32
+
     def __init__(
         self,
         model: Callable,
@@ -381,18 +497,10 @@ class AutoIAF(AutoFlow):
         num_flows: int = 4,
         hidden_dims: Sequence[int] = (64, 64),
         mixing: str = "reverse",
-        init_loc_fn: InitLocFn = init_to_median,
-        init_scale: float = 0.1,
-        num_summary_samples: int = 4096,
+        **options: Any,
     ) -> None:
         flow = functools.partial(iaf, num_flows=num_flows, hidden_dims=tuple(hidden_dims), mixing=mixing)
-        super().__init__(
-            model,
-            flow,
-            init_loc_fn=init_loc_fn,
-            init_scale=init_scale,
-            num_summary_samples=num_summary_samples,
-        )
+        super().__init__(model, flow, **options)
 
 
 class AutoNeuralSpline(AutoFlow):
@@ -409,9 +517,8 @@ class AutoNeuralSpline(AutoFlow):
         bins: Spline bins per coordinate.
         bound: Half-width of the spline interval in standardized coordinates.
         mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"none"``).
-        init_loc_fn: Per-site initialization of the posterior location.
-        init_scale: Initial posterior scale in unconstrained space.
-        num_summary_samples: Draws used by ``median`` and ``quantiles``.
+        **options: ``init_loc_fn``, ``init_scale``, ``num_summary_samples``, ``affine``,
+            ``warm_start`` and ``stl`` as in :class:`AutoFlow`.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -421,6 +528,10 @@ class AutoNeuralSpline(AutoFlow):
         >>> 0 < float(guide.median()["p"]) < 1
         True
     """
+
+    # Measured unstable: the float32 spline inverse loses accuracy where a learned spline
+    # is nearly flat, and the path gradient then diverges (benchmarks/README.md).
+    stl_max_dim = 0
 
     def __init__(
         self,
@@ -432,9 +543,7 @@ class AutoNeuralSpline(AutoFlow):
         bins: int = 8,
         bound: float = 5.0,
         mixing: str = "reverse",
-        init_loc_fn: InitLocFn = init_to_median,
-        init_scale: float = 0.1,
-        num_summary_samples: int = 4096,
+        **options: Any,
     ) -> None:
         flow = functools.partial(
             neural_spline_flow,
@@ -445,13 +554,7 @@ class AutoNeuralSpline(AutoFlow):
             bound=bound,
             mixing=mixing,
         )
-        super().__init__(
-            model,
-            flow,
-            init_loc_fn=init_loc_fn,
-            init_scale=init_scale,
-            num_summary_samples=num_summary_samples,
-        )
+        super().__init__(model, flow, **options)
 
 
 class AutoAffineCoupling(AutoFlow):
@@ -464,9 +567,8 @@ class AutoAffineCoupling(AutoFlow):
         num_flows: Number of flow layers.
         hidden_dims: Hidden widths of each layer's conditioner.
         mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"none"``).
-        init_loc_fn: Per-site initialization of the posterior location.
-        init_scale: Initial posterior scale in unconstrained space.
-        num_summary_samples: Draws used by ``median`` and ``quantiles``.
+        **options: ``init_loc_fn``, ``init_scale``, ``num_summary_samples``, ``affine``,
+            ``warm_start`` and ``stl`` as in :class:`AutoFlow`.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -477,6 +579,9 @@ class AutoAffineCoupling(AutoFlow):
         torch.Size([2, 2, 2])
     """
 
+    # The coupling inverse is one pass per layer, as cheap as sampling.
+    stl_max_dim = UNBOUNDED
+
     def __init__(
         self,
         model: Callable,
@@ -484,17 +589,9 @@ class AutoAffineCoupling(AutoFlow):
         num_flows: int = 4,
         hidden_dims: Sequence[int] = (64, 64),
         mixing: str = "reverse",
-        init_loc_fn: InitLocFn = init_to_median,
-        init_scale: float = 0.1,
-        num_summary_samples: int = 4096,
+        **options: Any,
     ) -> None:
         flow = functools.partial(
             affine_coupling_flow, num_flows=num_flows, hidden_dims=tuple(hidden_dims), mixing=mixing
         )
-        super().__init__(
-            model,
-            flow,
-            init_loc_fn=init_loc_fn,
-            init_scale=init_scale,
-            num_summary_samples=num_summary_samples,
-        )
+        super().__init__(model, flow, **options)

@@ -36,6 +36,7 @@ from pyro.infer.importance import vectorized_importance_weights
 from pyro.optim import Adam, ClippedAdam
 
 from flowguide import AutoAffineCoupling, AutoFlow, AutoIAF, AutoNeuralSpline, AutoPlanarFlow, iaf
+from flowguide.flows import TriangularLinear
 from flowguide.models.exact import BetaBinomial, ConjugateRegression, DirichletMultinomial
 
 SMALL = {"num_flows": 2, "hidden_dims": (16,)}
@@ -402,6 +403,9 @@ def test_global_latents_accept_minibatches_of_new_sizes():
         (lambda m: AutoAffineCoupling(m, mixing="twist"), ValueError, "mixing"),
         (lambda m: AutoIAF(m, hidden_dims=(0,)), ValueError, "hidden_dims"),
         (lambda m: AutoPlanarFlow(m, init_scale=0.0), ValueError, "init_scale"),
+        (lambda m: AutoIAF(m, affine="tril"), ValueError, "affine must be one of"),
+        (lambda m: AutoIAF(m, warm_start="map"), ValueError, "warm_start must be one of"),
+        (lambda m: AutoIAF(m, stl="yes"), TypeError, "stl must be True, False or None"),
         (lambda m: AutoFlow(m, flow="iaf"), TypeError, "flow must be a callable"),
         (
             lambda m: AutoFlow(m, flow=lambda d: iaf(d + 1)).setup(),
@@ -416,6 +420,106 @@ def test_bad_options_raise_naming_the_option(build, error, match):
 
     with pytest.raises(error, match=match):
         build(model)
+
+
+def test_laplace_warm_start_is_the_exact_posterior_of_a_conjugate_model():
+    """Before any step, the guide is the exact Gaussian posterior: its log-density agrees
+    with the closed form at its own draws and the importance-weighted KL is ~0."""
+    case = ConjugateRegression(dim=4, num_data=12)
+    guide = AutoIAF(case.model, **SMALL, warm_start="laplace").setup(*case.args)
+    draws = guide.sample_posterior(500, *case.args)
+    mean, cov = case._posterior()
+    exact = dist.MultivariateNormal(mean, cov).log_prob(draws["w"].double())
+    assert (guide.log_density(draws, *case.args).double() - exact).abs().max() < 1e-2
+    with torch.no_grad():
+        log_w = vectorized_importance_weights(
+            case.model, guide, *case.args, num_samples=4000, max_plate_nesting=1
+        )[0]
+    assert abs(case.log_z - float(log_w.double().mean())) < 1e-3
+
+
+def test_laplace_warm_start_with_a_diagonal_head_uses_the_diagonal_of_the_hessian():
+    case = ConjugateRegression(dim=3, num_data=10)
+    guide = AutoIAF(case.model, **SMALL, affine="diagonal", warm_start="laplace").setup(*case.args)
+    head = guide.flow.layers[-1]
+    mean, cov = case._posterior()
+    precision = torch.linalg.inv(cov)
+    assert torch.allclose(head.loc.double(), mean, atol=1e-3)  # float32 L-BFGS
+    assert torch.allclose(head.log_scale.exp().double(), precision.diagonal().rsqrt(), rtol=1e-3)
+    assert not any(isinstance(layer, TriangularLinear) for layer in guide.flow.layers)
+
+
+def test_laplace_warm_start_falls_back_with_a_warning_on_a_flat_direction():
+    def model():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.Normal(0.0, 1.0).mask(False))  # no density: a flat direction
+
+    with pytest.warns(UserWarning, match="not positive definite"):
+        guide = AutoIAF(model, **SMALL, warm_start="laplace", init_loc_fn=init_to_feasible).setup()
+    assert torch.allclose(guide.flow.layers[-1].log_scale.exp(), torch.tensor(0.1))
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
+    assert math.isfinite(svi.step())
+
+
+def test_laplace_warm_start_refuses_enumerated_sites():
+    @config_enumerate
+    def model():
+        loc = pyro.sample("loc", dist.Normal(0.0, 1.0))
+        which = pyro.sample("which", dist.Categorical(torch.ones(2) / 2))
+        pyro.sample("x", dist.Normal(loc + which, 1.0), obs=torch.tensor(0.5))
+
+    with pytest.raises(ValueError, match="site 'which' is not one of them"):
+        AutoIAF(model, **SMALL, warm_start="laplace").setup()
+
+
+@pytest.mark.parametrize("name", GUIDES)
+def test_sticking_the_landing_changes_gradients_not_losses(name):
+    stl, plain = (GUIDES[name](rich_model, stl=flag).setup(DATA) for flag in (True, False))
+    plain.load_state_dict(stl.state_dict())
+    results = []
+    for guide in (stl, plain):
+        pyro.set_rng_seed(1)
+        loss = Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1).differentiable_loss(
+            rich_model, guide, DATA
+        )
+        results.append((loss, torch.autograd.grad(loss, list(guide.parameters()))))
+    (loss_stl, grad_stl), (loss_plain, grad_plain) = results
+    assert torch.allclose(loss_stl, loss_plain, rtol=1e-5)
+    assert any(not torch.allclose(a, b) for a, b in zip(grad_stl, grad_plain, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("make", "dim", "expected"),
+    [
+        (lambda m: AutoIAF(m, **SMALL), AutoIAF.stl_max_dim, True),
+        (lambda m: AutoIAF(m, **SMALL), AutoIAF.stl_max_dim + 1, False),
+        (lambda m: AutoIAF(m, **SMALL, stl=True), 100, True),
+        (lambda m: AutoAffineCoupling(m, **SMALL), 100, True),
+        (lambda m: AutoPlanarFlow(m), 100, True),
+        (lambda m: AutoNeuralSpline(m, **SMALL), 3, False),
+        (lambda m: AutoNeuralSpline(m, **SMALL, stl=True), 3, True),
+        (lambda m: AutoFlow(m, flow=iaf), 3, False),
+    ],
+)
+def test_default_sticking_the_landing_follows_class_and_dimension(make, dim, expected):
+    def model():
+        pyro.sample("z", dist.Normal(torch.zeros(dim), 1.0).to_event(1))
+
+    guide = make(model)
+    if guide.stl is None:
+        assert not guide.uses_stl  # the dimension is unknown before set-up
+    guide.setup()
+    assert guide.uses_stl is expected
+    assert (guide.get_posterior().path_log_prob is not None) is expected
+
+
+def test_full_affine_head_adds_a_triangle_of_parameters():
+    counts = {
+        affine: sum(p.numel() for p in AutoIAF(rich_model, **SMALL, affine=affine).setup(DATA).parameters())
+        for affine in ("full", "diagonal")
+    }
+    dim = AutoIAF(rich_model, **SMALL).setup(DATA).latent_dim
+    assert counts["full"] - counts["diagonal"] == dim * (dim - 1) // 2
 
 
 def test_log_density_validates_its_input():
