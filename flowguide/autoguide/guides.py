@@ -69,7 +69,8 @@ def _signature(value: Any) -> Any:
 
 
 def laplace_map(log_joint: Callable[[Tensor], Tensor], init: Tensor, max_iter: int = 1000) -> Tensor | None:
-    """Maximize ``log_joint`` over a vector by L-BFGS from ``init``; ``None`` if it diverges.
+    """Maximize ``log_joint`` over a vector by L-BFGS from ``init``; ``None`` if it diverges
+    or the model rejects a point on the way (as for an unbounded density).
 
     Only the vector is differentiated: parameters the model reads are left untouched.
     """
@@ -81,8 +82,11 @@ def laplace_map(log_joint: Callable[[Tensor], Tensor], init: Tensor, max_iter: i
         (x.grad,) = torch.autograd.grad(loss, [x])
         return loss.detach()
 
-    loss = optimizer.step(closure)
-    finite = torch.isfinite(x).all() and torch.isfinite(-log_joint(x.detach())).all()
+    try:
+        loss = optimizer.step(closure)
+        finite = torch.isfinite(x).all() and torch.isfinite(-log_joint(x.detach())).all()
+    except ValueError:  # the model rejected a point (a distribution parameter overflowed)
+        return None
     return x.detach() if finite and torch.isfinite(loss) else None
 
 
@@ -236,10 +240,14 @@ class AutoFlow(AutoContinuous):
         """MAP and inverse-Hessian scale in unconstrained space; sets :math:`L` if ``affine="full"``."""
         guide = type(self).__name__
         fallback = (init, torch.full_like(init, self.init_scale))
-        latent = laplace_map(functools.partial(self._log_joint, args=args, kwargs=kwargs), init)
+        log_joint = functools.partial(self._log_joint, args=args, kwargs=kwargs)
+        log_joint(init)  # refuses models it cannot serve before the search hides why
+        latent = laplace_map(log_joint, init)
         if latent is None:
             warnings.warn(
-                f"{guide}: warm_start='laplace' found no finite MAP; using init_loc_fn", stacklevel=3
+                f"{guide}: warm_start='laplace' found no finite MAP (an unbounded density?); "
+                "using init_loc_fn and init_scale",
+                stacklevel=3,
             )
             return fallback
         hessian = torch.autograd.functional.hessian(lambda x: -self._log_joint(x, args, kwargs), latent)

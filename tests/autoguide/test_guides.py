@@ -37,7 +37,7 @@ from pyro.optim import Adam, ClippedAdam
 
 from flowguide import AutoAffineCoupling, AutoFlow, AutoIAF, AutoNeuralSpline, AutoPlanarFlow, iaf
 from flowguide.flows import TriangularLinear
-from flowguide.models.exact import BetaBinomial, ConjugateRegression, DirichletMultinomial
+from flowguide.models.exact import BetaBinomial, ConjugateRegression, DirichletMultinomial, Funnel
 
 SMALL = {"num_flows": 2, "hidden_dims": (16,)}
 GUIDES = {
@@ -430,7 +430,8 @@ def test_laplace_warm_start_is_the_exact_posterior_of_a_conjugate_model():
     draws = guide.sample_posterior(500, *case.args)
     mean, cov = case._posterior()
     exact = dist.MultivariateNormal(mean, cov).log_prob(draws["w"].double())
-    assert (guide.log_density(draws, *case.args).double() - exact).abs().max() < 1e-2
+    # g is near (not exactly) the identity at initialization: a few hundredths of a nat
+    assert (guide.log_density(draws, *case.args).double() - exact).abs().max() < 0.05
     with torch.no_grad():
         log_w = vectorized_importance_weights(
             case.model, guide, *case.args, num_samples=4000, max_plate_nesting=1
@@ -459,6 +460,14 @@ def test_laplace_warm_start_falls_back_with_a_warning_on_a_flat_direction():
     assert torch.allclose(guide.flow.layers[-1].log_scale.exp(), torch.tensor(0.1))
     svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
     assert math.isfinite(svi.step())
+
+
+def test_laplace_warm_start_falls_back_with_a_warning_without_a_finite_map():
+    """Neal's funnel has no useful mode: L-BFGS runs the log-scale off to overflow."""
+    case = Funnel(dim=5)
+    with pytest.warns(UserWarning, match="no finite MAP"):
+        guide = AutoIAF(case.model, **SMALL, warm_start="laplace").setup()
+    assert torch.allclose(guide.flow.layers[-1].log_scale.exp(), torch.tensor(0.1))
 
 
 def test_laplace_warm_start_refuses_enumerated_sites():
