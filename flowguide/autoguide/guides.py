@@ -575,6 +575,11 @@ class AutoAffineCoupling(AutoFlow):
         num_flows: Number of flow layers.
         hidden_dims: Hidden widths of each layer's conditioner.
         mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"none"``).
+        log_scale_bound: Bound :math:`b` of each layer's soft-clamped log-scale. The
+            default 1.5 was measured: at 3 the layers' scales compound (up to
+            :math:`e^{3 \cdot \text{num\_flows}}`) and Adam at lr 0.02 overflowed within
+            five steps in 5 of 8 seeds on a three-site model, and a 2-D banana fit
+            stalled at KL 1.0; at 1.5 neither happened and the funnel fit improved.
         **options: ``init_loc_fn``, ``init_scale``, ``num_summary_samples``, ``affine``,
             ``warm_start`` and ``stl`` as in :class:`AutoFlow`.
 
@@ -597,9 +602,14 @@ class AutoAffineCoupling(AutoFlow):
         num_flows: int = 4,
         hidden_dims: Sequence[int] = (64, 64),
         mixing: str = "reverse",
+        log_scale_bound: float = 1.5,
         **options: Any,
     ) -> None:
         flow = functools.partial(
-            affine_coupling_flow, num_flows=num_flows, hidden_dims=tuple(hidden_dims), mixing=mixing
+            affine_coupling_flow,
+            num_flows=num_flows,
+            hidden_dims=tuple(hidden_dims),
+            mixing=mixing,
+            log_scale_bound=log_scale_bound,
         )
         super().__init__(model, flow, **options)

@@ -522,6 +522,23 @@ def test_default_sticking_the_landing_follows_class_and_dimension(make, dim, exp
     assert (guide.get_posterior().path_log_prob is not None) is expected
 
 
+@pytest.mark.parametrize("seed", [2, 4, 11])
+def test_affine_coupling_defaults_survive_a_large_learning_rate(seed):
+    """Pyro's own median test settings (lr 0.02, 500 particles): with a log-scale bound
+    of 3 these seeds overflowed within five steps, the layers' scales compounding."""
+
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.LogNormal(0.0, 1.0))
+        pyro.sample("z", dist.Beta(2.0, 2.0))
+
+    pyro.set_rng_seed(seed)
+    guide = AutoAffineCoupling(model)
+    elbo = Trace_ELBO(num_particles=500, vectorize_particles=True)
+    svi = SVI(model, guide, Adam({"lr": 0.02, "betas": (0.8, 0.99)}), elbo)
+    assert all(math.isfinite(svi.step()) for _ in range(10))
+
+
 def test_full_affine_head_adds_a_triangle_of_parameters():
     counts = {
         affine: sum(p.numel() for p in AutoIAF(rich_model, **SMALL, affine=affine).setup(DATA).parameters())
