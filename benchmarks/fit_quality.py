@@ -6,8 +6,9 @@
 
 Variants (all at the same steps, learning rate, particles and seed):
 
-- ``new``: the guide's current defaults (``affine="full"``, class default ``stl``);
-- ``old``: the previous defaults (``affine="diagonal"``, ``stl=False``);
+- ``new``: the guide's current defaults (``affine="full"``, class default ``stl``, and
+  for AutoAffineCoupling ``log_scale_bound=1.5``);
+- ``old``: the previous defaults (``affine="diagonal"``, ``stl=False``, bound 3);
 - ``stl``/``no_stl``: the defaults with sticking the landing forced on / off;
 - ``diagonal``: the defaults without the triangular linear head;
 - ``laplace``: the defaults plus ``warm_start="laplace"``.
@@ -49,6 +50,8 @@ VARIANTS = {
     "diagonal": {"affine": "diagonal"},
     "laplace": {"warm_start": "laplace"},
 }
+#: Per-guide options of the ``old`` variant beyond ``VARIANTS["old"]``.
+OLD_EXTRA = {"AutoAffineCoupling": {"log_scale_bound": 3.0}}
 
 
 def fit(case, guide, steps: int, seconds: float | None, lr: float, particles: int) -> tuple[int, float]:
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> list[dict]:
             for variant in args.variants:
                 pyro.clear_param_store()
                 pyro.set_rng_seed(args.seed)
-                guide = GUIDES[name](case.model, **VARIANTS[variant])
+                options = {**VARIANTS[variant], **(OLD_EXTRA.get(name, {}) if variant == "old" else {})}
+                guide = GUIDES[name](case.model, **options)
                 seconds = budget if args.equal_time and variant != "old" else None
                 steps, spent = fit(case, guide, args.steps, seconds, args.lr, args.particles)
                 if variant == "old":
