@@ -68,7 +68,7 @@ def _signature(value: Any) -> Any:
     return type(value).__name__
 
 
-def laplace_map(log_joint: Callable[[Tensor], Tensor], init: Tensor, max_iter: int = 1000) -> Tensor | None:
+def _laplace_map(log_joint: Callable[[Tensor], Tensor], init: Tensor, max_iter: int = 1000) -> Tensor | None:
     """Maximize ``log_joint`` over a vector by L-BFGS from ``init``; ``None`` if it diverges
     or the model rejects a point on the way (as for an unbounded density).
 
@@ -242,7 +242,7 @@ class AutoFlow(AutoContinuous):
         fallback = (init, torch.full_like(init, self.init_scale))
         log_joint = functools.partial(self._log_joint, args=args, kwargs=kwargs)
         log_joint(init)  # refuses models it cannot serve before the search hides why
-        latent = laplace_map(log_joint, init)
+        latent = _laplace_map(log_joint, init)
         if latent is None:
             warnings.warn(
                 f"{guide}: warm_start='laplace' found no finite MAP (an unbounded density?); "
