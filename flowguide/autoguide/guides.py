@@ -106,7 +106,7 @@ class AutoFlow(AutoContinuous):
         model: A Pyro model.
         flow: Callable ``dim -> Flow`` building the non-linear part :math:`g` for the
             latent dimension; it should start near the identity (all flowguide builders
-            do). An elementwise affine layer is appended after it.
+            do). The affine head (see ``affine``) is appended after it.
         init_loc_fn: Per-site initialization (``init_to_median``, ``init_to_sample``,
             ``init_to_feasible``, ``init_to_value(values=...)``, ...); it sets
             :math:`\mu`.
