@@ -250,7 +250,7 @@ class AutoFlow(AutoContinuous):
                 stacklevel=3,
             )
             return fallback
-        hessian = torch.autograd.functional.hessian(lambda x: -self._log_joint(x, args, kwargs), latent)
+        hessian = torch.autograd.functional.hessian(lambda x: -log_joint(x), latent)
         scale_tril = _inverse_cholesky(hessian)
         if scale_tril is None:
             warnings.warn(

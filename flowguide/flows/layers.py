@@ -287,9 +287,14 @@ class LULinear(FlowLayer):
 
     def build(self, context: Tensor | None) -> FlowTransform:
         rows, cols = self.lower_index
-        lower = self.log_diag.new_zeros(self.dim, self.dim).index_put((rows, cols), self.lower_entries)
-        upper = self.log_diag.new_zeros(self.dim, self.dim).index_put((cols, rows), self.upper_entries)
+        lower = _scatter(self.lower_entries, (rows, cols), self.dim)
+        upper = _scatter(self.upper_entries, (cols, rows), self.dim)
         return LULinearTransform(lower, upper, self.log_diag, self.bias)
+
+
+def _scatter(entries: Tensor, index: tuple[Tensor, Tensor], dim: int) -> Tensor:
+    """A ``(dim, dim)`` matrix of zeros with ``entries`` at ``index`` (one triangle)."""
+    return entries.new_zeros(dim, dim).index_put(index, entries)
 
 
 class TriangularLinear(FlowLayer):
@@ -317,8 +322,7 @@ class TriangularLinear(FlowLayer):
 
     def lower(self) -> Tensor:
         """The strictly lower triangle of :math:`L` (its unit diagonal is implied)."""
-        zeros = self.lower_entries.new_zeros(self.dim, self.dim)
-        return zeros.index_put(tuple(self.lower_index), self.lower_entries)
+        return _scatter(self.lower_entries, tuple(self.lower_index), self.dim)
 
     @torch.no_grad()
     def set_scale_tril(self, scale_tril: Tensor) -> Tensor:
