@@ -537,8 +537,9 @@ class AutoNeuralSpline(AutoFlow):
         True
     """
 
-    # Measured unstable: the float32 spline inverse loses accuracy where a learned spline
-    # is nearly flat, and the path gradient then diverges (benchmarks/README.md).
+    # Measured unstable (benchmarks/README.md): the path gradient needs grad_z log q(z)
+    # through the spline inverse, which is heavy-tailed where bins are nearly flat (1/g'^2
+    # per layer); its spikes stall Adam on the head's parameters and the fit drifts away.
     stl_max_dim = 0
 
     def __init__(

@@ -167,27 +167,44 @@ class RQSplineTransform(ElementwiseTransform):
         """Spline values inside the interval, the identity (log-slope 0) outside."""
         return torch.where(inside, out, ident), torch.where(inside, log_slope, torch.zeros_like(ident))
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        inside, xc = self._inside(x)
-        x0, y0, w, h, d0, d1 = self._bin(self.knots_x, xc)
+    @classmethod
+    def _rq(cls, x0: Tensor, y0: Tensor, w: Tensor, h: Tensor, d0: Tensor, d1: Tensor, x: Tensor):
+        """Value and log-slope at ``x`` of the bin's rational quadratic."""
         s = h / w
-        xi = ((xc - x0) / w).clamp(0, 1)
-        t, denom, log_slope = self._shape(s, d0, d1, xi)
-        y = y0 + h * (s * xi**2 + d0 * t) / denom
-        return self._with_tails(inside, y, x, log_slope)
+        xi = ((x - x0) / w).clamp(0, 1)
+        t, denom, log_slope = cls._shape(s, d0, d1, xi)
+        return y0 + h * (s * xi**2 + d0 * t) / denom, log_slope
 
-    def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        inside, yc = self._inside(y)
-        x0, y0, w, h, d0, d1 = self._bin(self.knots_y, yc)
+    @staticmethod
+    def _root(x0: Tensor, y0: Tensor, w: Tensor, h: Tensor, d0: Tensor, d1: Tensor, y: Tensor) -> Tensor:
+        """Closed-form solution of ``rq(x) = y`` in the bin (the stable root of a quadratic)."""
         s = h / w
-        dy = yc - y0
+        dy = y - y0
         c = d0 + d1 - 2 * s
         a = h * (s - d0) + dy * c
         b = h * d0 - dy * c
         cc = -s * dy
         disc = (b**2 - 4 * a * cc).clamp_min(0)
-        xi = (2 * cc / (-b - disc.sqrt())).clamp(0, 1)
-        return self._with_tails(inside, x0 + xi * w, y, self._shape(s, d0, d1, xi)[2])
+        return x0 + w * (2 * cc / (-b - disc.sqrt())).clamp(0, 1)
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        inside, xc = self._inside(x)
+        y, log_slope = self._rq(*self._bin(self.knots_x, xc), xc)
+        return self._with_tails(inside, y, x, log_slope)
+
+    def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        inside, yc = self._inside(y)
+        knots = self._bin(self.knots_y, yc)
+        with torch.no_grad():
+            root = self._root(*knots, yc)
+        # The value is the closed-form root; the gradient is the implicit-function one,
+        # dx = (dy - dy/dθ dθ) / y'(x), carried by a Newton correction whose value is
+        # removed. Differentiating the root formula instead gives NaN where its
+        # discriminant rounds to zero (steep bins, and the clamped tails in float32).
+        y_root, log_slope = self._rq(*knots, root)
+        step = (yc - y_root) * torch.exp(-log_slope.detach())
+        x = root + (step - step.detach())
+        return self._with_tails(inside, x, y, self._rq(*knots, x)[1])
 
 
 class MapSpec:
