@@ -1,4 +1,7 @@
-"""Command line: ``flowguide demo`` (also ``python -m flowguide demo``)."""
+"""Command line: ``flowguide compare`` (the main job) and ``flowguide demo``.
+
+Also reachable as ``python -m flowguide``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from pathlib import Path
 import torch
 
 from flowguide.demo import FLOWS, run_demo
+from flowguide.diagnostics.compare import GUIDES, run_comparison
+from flowguide.models import BUNDLED_MODELS
 from flowguide.models.targets import TARGETS
 
 __all__ = ["main"]
@@ -26,7 +31,50 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     demo.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the figure")
     demo.add_argument("--smoke", action="store_true", help="a few steps only, to check the pipeline")
+    _add_compare(commands)
     return parser
+
+
+def _add_compare(commands) -> None:
+    compare = commands.add_parser("compare", help="train several guides on a bundled model and compare them")
+    compare.add_argument("--model", choices=sorted(BUNDLED_MODELS), default="funnel")
+    compare.add_argument("--guides", nargs="+", choices=list(GUIDES), default=list(GUIDES))
+    compare.add_argument("--steps", type=int, default=1500)
+    compare.add_argument("--lr", type=float, default=1e-2)
+    compare.add_argument("--num-particles", type=int, default=8)
+    compare.add_argument(
+        "--num-samples", type=int, default=4000, help="guide draws for the ELBO, IWAE, k-hat"
+    )
+    compare.add_argument("--reference", choices=["none", "nuts"], default="none")
+    compare.add_argument("--reference-samples", type=int, default=1000, help="NUTS draws (and warm-up steps)")
+    compare.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    compare.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the table and figures")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bars")
+    compare.add_argument("--smoke", action="store_true", help="a few steps and draws, to check the pipeline")
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    steps, samples, ref_samples = (
+        (5, 200, 30) if args.smoke else (args.steps, args.num_samples, args.reference_samples)
+    )
+    if min(steps, samples, ref_samples, args.num_particles) < 1:
+        raise SystemExit("--steps, --num-samples, --reference-samples and --num-particles must be >= 1")
+    run_comparison(
+        args.model,
+        args.guides,
+        steps=steps,
+        lr=args.lr,
+        num_particles=args.num_particles,
+        seed=args.seed,
+        num_samples=samples,
+        reference=args.reference,
+        reference_samples=ref_samples,
+        out=args.out,
+        device=args.device,
+        progress=not args.no_progress,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.command == "compare":
+        _run_compare(args)
+        return 0
     steps = 5 if args.smoke else args.steps
     if steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {steps}")

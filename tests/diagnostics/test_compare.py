@@ -1,0 +1,55 @@
+"""The comparison (main job): end to end in smoke mode, and its numbers on an exact model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from flowguide.cli import main
+from flowguide.diagnostics.compare import compare_guides, markdown_table, run_comparison
+from flowguide.models.exact import BetaBinomial, ConjugateRegression
+
+
+def test_compare_command_writes_table_json_and_figures(tmp_path, capsys):
+    argv = ["compare", "--smoke", "--model", "banana", "--guides", "AutoNormal", "AutoIAF"]
+    assert main([*argv, "--reference", "nuts", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "k-hat" in out and "AutoIAF" in out and "mean err" in out
+    report = json.loads((tmp_path / "compare_banana.json").read_text())
+    assert [g["guide"] for g in report["guides"]] == ["AutoNormal", "AutoIAF"]
+    assert report["settings"]["steps"] == 5 and report["settings"]["reference"] == "nuts"
+    for row in report["guides"]:
+        assert len(row["losses"]) == 5 and math.isfinite(row["elbo"]) and row["iwae"] >= row["elbo"]
+        assert row["kl"] == pytest.approx(report["settings"]["log_z"] - row["elbo"])
+        assert row["mean_error"] >= 0 and row["num_params"] > 0
+    assert "| AutoIAF |" in (tmp_path / "compare_banana.md").read_text()
+    for figure in ("elbo_banana.png", "pairs_banana.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000
+
+
+def test_trained_guides_close_the_gap_on_an_exact_model():
+    """Guides whose family holds the Gaussian posterior of a conjugate regression."""
+    case = ConjugateRegression(dim=3, num_data=20)
+    guides = ["AutoMultivariateNormal", "AutoIAF"]
+    rows, samples = compare_guides(
+        case.model, case.args, guides, steps=300, num_samples=3000, log_z=case.log_z, progress=False
+    )
+    for row in rows:
+        assert -0.01 < row.kl < 0.05  # KL(q||p) >= 0 up to Monte Carlo error, and small after training
+        assert row.elbo <= row.iwae <= case.log_z + 3 * row.iwae_se
+        assert row.khat < 0.7 and row.ess > 1000
+        assert samples[row.guide]["w"].shape == (3000, 3)
+    assert "| AutoIAF |" in markdown_table(rows)
+
+
+def test_bad_options_raise(tmp_path):
+    with pytest.raises(ValueError, match="unknown guides"):
+        compare_guides(BetaBinomial().model, BetaBinomial().args, ["AutoMagic"])
+    with pytest.raises(ValueError, match="reference"):
+        run_comparison("banana", ["AutoNormal"], reference="hmc", out=tmp_path)
+    with pytest.raises(ValueError, match="unknown bundled model"):
+        run_comparison("donut", ["AutoNormal"], out=tmp_path)
+    with pytest.raises(SystemExit):
+        main(["compare", "--steps", "0", "--out", str(tmp_path)])
