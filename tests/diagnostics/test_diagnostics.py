@@ -113,6 +113,13 @@ def test_inference_data_has_named_plates_weights_and_observations():
     assert data.observed_data["obs"].values.tolist() == y.tolist()
     summary = az.summary(data, kind="stats")
     assert len(summary) == 1 + 1 + 4 and "theta[0]" in summary.index
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert az.plot_posterior(data, var_names=["mu", "tau"]).shape == (2,)
+    pair = az.plot_pair(data, var_names=["mu", "tau"])  # one panel for two scalars
+    assert pair.get_xlabel() == "mu" and pair.get_ylabel() == "tau"
+    matplotlib.pyplot.close("all")
 
 
 def test_nuts_reference_and_errors_against_an_exact_posterior():
