@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from flowguide.demo import FLOWS, run_demo
-from flowguide.diagnostics.compare import GUIDES, run_comparison
+from flowguide.diagnostics.compare import GUIDES, REFERENCES, run_comparison
 from flowguide.models import BUNDLED_MODELS
 from flowguide.models.targets import TARGETS
 
@@ -45,7 +45,12 @@ def _add_compare(commands) -> None:
     compare.add_argument(
         "--num-samples", type=int, default=4000, help="guide draws for the ELBO, IWAE, k-hat"
     )
-    compare.add_argument("--reference", choices=["none", "nuts"], default="none")
+    compare.add_argument(
+        "--reference",
+        choices=list(REFERENCES),
+        default="auto",
+        help="posterior draws to score against: NUTS, exact (models that observe nothing), auto, none",
+    )
     compare.add_argument("--reference-samples", type=int, default=1000, help="NUTS draws (and warm-up steps)")
     compare.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     compare.add_argument("--seed", type=int, default=0)

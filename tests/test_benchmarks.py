@@ -39,3 +39,13 @@ def test_fit_quality_quick_run(monkeypatch, capsys, tmp_path):
         assert f" {variant} " in out
     rows = json.loads(out_file.read_text())["rows"]
     assert {row["variant"] for row in rows} == {"new", "old", "stl", "no_stl", "diagonal", "laplace"}
+
+
+def test_training_speed_quick_run(monkeypatch, capsys, tmp_path):
+    out_file = tmp_path / "rows.json"
+    monkeypatch.setattr(sys, "argv", ["training_speed.py", "--quick", "--out", str(out_file)])
+    runpy.run_path(str(BENCHMARKS / "training_speed.py"), run_name="__main__")
+    rows = json.loads(out_file.read_text())
+    assert {r["guide"] for r in rows} == {"AutoIAF", "AutoAffineCoupling", "AutoNeuralSpline"}
+    assert all(r["seconds_per_step"] > 0 and r["speedup_vs_cpu"] > 0 for r in rows)
+    assert "s/step" in capsys.readouterr().out

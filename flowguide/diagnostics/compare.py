@@ -41,6 +41,9 @@ __all__ = [
     "run_comparison",
 ]
 
+#: Kinds of reference posterior the comparison can score against.
+REFERENCES = ("auto", "none", "nuts", "exact")
+
 #: Guides the comparison knows, by name.
 GUIDES: dict[str, Callable] = {
     "AutoNormal": AutoNormal,
@@ -235,7 +238,7 @@ def run_comparison(
     num_particles: int = 8,
     seed: int = 0,
     num_samples: int = 4000,
-    reference: str = "none",
+    reference: str = "auto",
     reference_samples: int = 1000,
     out: Path = Path("outputs"),
     device: str = "cpu",
@@ -252,8 +255,11 @@ def run_comparison(
         num_particles: ELBO particles per step.
         seed: Seed for every guide (and the reference chain).
         num_samples: Guide draws for scoring.
-        reference: ``"nuts"`` to run Pyro's NUTS and report posterior errors, or ``"none"``.
-        reference_samples: NUTS draws (and as many warm-up steps).
+        reference: Posterior draws to report errors against and to plot under the guides:
+            ``"nuts"`` (Pyro's NUTS), ``"exact"`` (for a model that observes nothing, whose
+            posterior is its prior: draws of the model itself), ``"auto"`` (``"exact"`` where
+            that holds, else none) or ``"none"``.
+        reference_samples: Reference draws (for NUTS, also its warm-up steps).
         out: Output folder (created).
         device: Torch device for the data, guides and training (``"cpu"``, ``"cuda"``).
         progress: Show progress bars (only on a terminal).
@@ -261,11 +267,10 @@ def run_comparison(
     Returns:
         The report rows.
     """
-    from flowguide.diagnostics.export import reference_posterior
     from flowguide.models import bundled_model
 
-    if reference not in ("none", "nuts"):
-        raise ValueError(f"reference must be 'none' or 'nuts', got {reference!r}")
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
     case = bundled_model(model_name)
     args = tuple(a.to(device) if torch.is_tensor(a) else a for a in case.args)
     train = {
@@ -275,20 +280,38 @@ def run_comparison(
         "seed": seed,
         "num_samples": num_samples,
     }
+    if reference == "auto":
+        reference = "none" if case.observed else "exact"
     with torch.device(device):
-        ref = None
-        if reference == "nuts":
-            print(f"NUTS reference for {model_name}: {reference_samples} draws ...", flush=True)
-            bar = progress and sys.stderr.isatty()
-            ref = reference_posterior(
-                case.model, *args, num_samples=reference_samples, seed=seed, progress=bar
-            )
+        ref = _reference(case, args, reference, reference_samples, seed, progress)
         reports, samples = compare_guides(
             case.model, args, guides, log_z=case.log_z, reference=ref, progress=progress, **train
         )
     settings = {"model": model_name, "description": case.description, "log_z": case.log_z, **train}
     _write(case, reports, samples, ref, out, {**settings, "reference": reference, "device": device})
     return reports
+
+
+def _reference(case, args: tuple, kind: str, num_samples: int, seed: int, progress: bool):
+    """Reference posterior draws of a bundled model, or ``None``."""
+    from pyro.infer import Predictive
+
+    from flowguide.diagnostics.export import reference_posterior
+
+    if kind == "none":
+        return None
+    if kind == "exact":
+        if case.observed:
+            raise ValueError(
+                f"reference 'exact' needs a model that observes nothing (its posterior is its prior); "
+                f"{case.name} observes {sorted(case.observed)}"
+            )
+        pyro.set_rng_seed(seed)
+        with torch.no_grad():
+            return Predictive(case.model, num_samples=num_samples, parallel=False)(*args)
+    print(f"NUTS reference for {case.name}: {num_samples} draws ...", flush=True)
+    bar = progress and sys.stderr.isatty()
+    return reference_posterior(case.model, *args, num_samples=num_samples, seed=seed, progress=bar)
 
 
 def _write(case, reports, samples, reference, out: Path, settings: dict) -> None:

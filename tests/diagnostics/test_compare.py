@@ -49,7 +49,26 @@ def test_bad_options_raise(tmp_path):
         compare_guides(BetaBinomial().model, BetaBinomial().args, ["AutoMagic"])
     with pytest.raises(ValueError, match="reference"):
         run_comparison("banana", ["AutoNormal"], reference="hmc", out=tmp_path)
+    with pytest.raises(ValueError, match="observes \\['y'\\]"):
+        run_comparison("eight_schools", ["AutoNormal"], reference="exact", out=tmp_path)
     with pytest.raises(ValueError, match="unknown bundled model"):
         run_comparison("donut", ["AutoNormal"], out=tmp_path)
     with pytest.raises(SystemExit):
         main(["compare", "--steps", "0", "--out", str(tmp_path)])
+
+
+def test_models_that_observe_nothing_are_scored_against_their_exact_draws(tmp_path):
+    """The funnel observes nothing, so its posterior is its prior: ``auto`` uses exact draws."""
+    rows = run_comparison(
+        "funnel",
+        ["AutoNormal"],
+        steps=300,
+        num_samples=2000,
+        reference_samples=4000,
+        out=tmp_path,
+        progress=False,
+    )
+    report = json.loads((tmp_path / "compare_funnel.json").read_text())
+    assert report["settings"]["reference"] == "exact"
+    # A Gaussian cannot follow the funnel's neck: v's spread is far too small.
+    assert rows[0].std_error > 0.5 and rows[0].kl > 1.0

@@ -1,0 +1,100 @@
+"""Seconds per training step and throughput of flowguide's fit loop, CPU against CUDA.
+
+    python benchmarks/training_speed.py                 # every device present
+    python benchmarks/training_speed.py --quick         # smoke run (the test suite does this)
+
+A flow guide on a 200-dimensional model (Bayesian linear regression with 500
+observations, Gaussian posterior) trained by ``flowguide.training.Trainer`` with
+``Trace_ELBO`` and 8 vectorized particles: seconds per step (median over repeats, after
+warm-up steps), steps per second and latent draws per second, for each guide on each
+device, and the CUDA / CPU speed-up as a ratio when a GPU is present. The code never
+assumes one. (The digits VAE rows this benchmark is meant to carry wait for the VAE.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+
+from flowguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline
+from flowguide.models.exact import ConjugateRegression
+from flowguide.training import Trainer
+
+GUIDES = {"AutoIAF": AutoIAF, "AutoAffineCoupling": AutoAffineCoupling, "AutoNeuralSpline": AutoNeuralSpline}
+
+
+def seconds_per_step(name: str, device: str, dim: int, steps: int, warmup: int, particles: int) -> float:
+    case = ConjugateRegression(dim=dim, num_data=500)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+    trainer = Trainer(case.model, GUIDES[name](case.model), loss=elbo, device=device, progress=False)
+    args = case.args
+    trainer.fit(*args, steps=warmup)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    trainer.fit(*args, steps=warmup + steps)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dim", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--particles", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.dim, args.steps, args.warmup, args.repeats = 8, 2, 1, 1
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    print(f"D = {args.dim}, {args.particles} particles; median of {args.repeats} runs of {args.steps} steps")
+    print(f"{'guide':20s} {'device':6s} {'s/step':>9s} {'steps/s':>8s} {'draws/s':>9s} {'vs cpu':>7s}")
+    for name in GUIDES:
+        cpu = None
+        for device in devices:
+            runs = [seconds_per_step(name, device, args.dim, args.steps, args.warmup, args.particles)]
+            runs += [
+                seconds_per_step(name, device, args.dim, args.steps, 0, args.particles)
+                for _ in range(args.repeats - 1)
+            ]
+            t = statistics.median(runs)
+            cpu = t if device == "cpu" else cpu
+            row = {
+                "guide": name,
+                "device": device,
+                "dim": args.dim,
+                "seconds_per_step": t,
+                "steps_per_second": 1 / t,
+                "draws_per_second": args.particles / t,
+                "speedup_vs_cpu": cpu / t,
+            }
+            rows.append(row)
+            print(f"{name:20s} {device:6s} {t:9.4f} {1 / t:8.1f} {args.particles / t:9.0f} {cpu / t:7.2f}")
+    if not torch.cuda.is_available():
+        print("no CUDA device here: CPU rows only")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The NaN guard: non-finite steps are not applied, and repeated ones are explained.
+
+A step is bad when its loss, any gradient, or any parameter after the update is not
+finite. A bad step leaves the parameters and the optimizer state as they were before
+it (the update is skipped, or rolled back from a copy), optionally lowers the learning
+rate, and after ``max_bad_steps`` bad steps in a row training stops with
+:class:`NonFiniteError`, whose message names the parameters with non-finite gradients
+and the model or guide sample sites whose log-density, or its gradient, is not finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from pyro import poutine
+from torch import Tensor
+
+__all__ = ["NaNGuard", "NonFiniteError", "diagnose"]
+
+
+@dataclass(frozen=True)
+class NaNGuard:
+    """Settings of the NaN guard.
+
+    Arguments:
+        max_bad_steps: Consecutive bad steps after which training stops with an error.
+        lr_backoff: Factor applied to every learning rate after a bad step (1 keeps it).
+        check_params: Also check the parameters after each update and roll back a step
+            that made one non-finite (costs one parameter copy per step).
+    """
+
+    max_bad_steps: int = 10
+    lr_backoff: float = 0.5
+    check_params: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_bad_steps < 1:
+            raise ValueError(f"max_bad_steps must be >= 1, got {self.max_bad_steps}")
+        if not 0 < self.lr_backoff <= 1:
+            raise ValueError(f"lr_backoff must lie in (0, 1], got {self.lr_backoff}")
+
+
+class NonFiniteError(FloatingPointError):
+    """Training stopped after too many consecutive non-finite steps; the message says where."""
+
+
+def bad_gradients(named_params: Iterable[tuple[str, Tensor]]) -> list[str]:
+    """Names of the parameters whose gradient has a NaN or an infinity."""
+    return [n for n, p in named_params if p.grad is not None and not torch.isfinite(p.grad).all()]
+
+
+def diagnose(model: Callable, guide: Callable, params: dict[str, Tensor], *args, **kwargs) -> str:
+    """Trace the guide and the model once and say which sample sites are non-finite: their
+    log-density, or the gradient of their log-density with respect to ``params``."""
+    try:
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        model_trace.compute_log_prob()
+        guide_trace.compute_log_prob()
+    except (ValueError, RuntimeError) as error:  # a distribution refused a non-finite argument
+        return f"tracing the model and guide failed: {error}"
+    found = []
+    for where, trace in (("model", model_trace), ("guide", guide_trace)):
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and "log_prob" in site:
+                problem = _site_problem(site["log_prob"], list(params.values()))
+                if problem:
+                    found.append(f"{where} site {name!r} ({problem})")
+    return "; ".join(found) if found else "no sample site is non-finite when traced again"
+
+
+def _site_problem(log_prob: Tensor, params: list[Tensor]) -> str:
+    if not torch.isfinite(log_prob).all():
+        return "non-finite log-density"
+    if not log_prob.requires_grad:
+        return ""
+    grads = torch.autograd.grad(log_prob.sum(), params, retain_graph=True, allow_unused=True)
+    return "non-finite gradient" if any(g is not None and not torch.isfinite(g).all() for g in grads) else ""

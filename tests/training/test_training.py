@@ -1,0 +1,270 @@
+"""The fit loop: exact resume, interruption, the NaN guard, atomic checkpoints, devices and
+a real two-process gloo run."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer.autoguide import AutoNormal
+from torch.utils.data import TensorDataset
+
+from flowguide import AutoIAF
+from flowguide.training import (
+    EarlyStopping,
+    NaNGuard,
+    NonFiniteError,
+    Trainer,
+    TrainingInterrupted,
+    fit,
+    fit_loader,
+    load_checkpoint,
+    save_checkpoint,
+    shard_loader,
+)
+
+ROOT = Path(__file__).parents[2]
+X = torch.randn(40, 3, generator=torch.Generator().manual_seed(1))
+Y = X @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 * torch.randn(40, generator=torch.Generator().manual_seed(2))
+
+
+def regression(x, y):
+    """Bayesian linear regression with a learnable noise scale (a model parameter)."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(3, device=x.device), 1.0).to_event(1))
+    noise = pyro.param("noise", torch.tensor(1.0, device=x.device), constraint=dist.constraints.positive)
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(x @ w, noise), obs=y)
+
+
+def fresh(seed: int = 0, guide_cls=AutoIAF, model=regression):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    return guide_cls(model, **({"num_flows": 2, "hidden_dims": (16,)} if guide_cls is AutoIAF else {}))
+
+
+def trained(params):
+    return {name: p.detach().clone() for name, p in params.items()}
+
+
+def test_resume_continues_bit_for_bit(tmp_path, device):
+    args = (X.to(device), Y.to(device))
+    straight = Trainer(regression, fresh(), device=device, progress=False)
+    straight.fit(*args, steps=40)
+    expected = trained(straight.params)
+
+    first = Trainer(regression, fresh(), device=device, progress=False, checkpoint=tmp_path / "ckpt.pt")
+    first.fit(*args, steps=17)
+    assert load_checkpoint(tmp_path / "ckpt.pt")["history"].step == 17
+    # a different seed and fresh parameters: everything must come from the checkpoint
+    resumed = Trainer(regression, fresh(seed=99), device=device, progress=False).resume(
+        tmp_path / "ckpt.pt", *args
+    )
+    resumed.fit(*args, steps=40)
+    assert resumed.history.losses == straight.history.losses
+    for name, value in expected.items():
+        assert torch.equal(value, resumed.params[name].detach()), name
+    again = fit(
+        regression, fresh(seed=7), *args, steps=40, resume=tmp_path / "ckpt.pt", device=device, progress=False
+    )
+    assert again.losses == straight.history.losses  # the functional form does the same
+
+
+def test_sigint_finishes_the_step_writes_a_checkpoint_and_resumes(tmp_path):
+    straight = Trainer(regression, fresh(), device="cpu", progress=False)
+    straight.fit(X, Y, steps=30)
+
+    def interrupt(step, loss, history):
+        if step == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    trainer = Trainer(
+        regression, fresh(), device="cpu", progress=False, checkpoint=tmp_path / "c.pt", callbacks=[interrupt]
+    )
+    with pytest.raises(TrainingInterrupted) as caught:
+        trainer.fit(X, Y, steps=30)
+    assert caught.value.history.step == 13  # the signal lands during step 12's callbacks; step 13 completes
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    again = Trainer(regression, fresh(seed=5), device="cpu", progress=False).resume(tmp_path / "c.pt", X, Y)
+    again.fit(X, Y, steps=30)
+    assert again.history.losses == straight.history.losses
+    for name, value in trained(straight.params).items():
+        assert torch.equal(value, again.params[name].detach()), name
+
+
+def poisoned(bad_steps: range):
+    """The regression plus a factor whose value is 0 but whose gradient is NaN during the
+    given steps; returns the model and the callback that arms it before each step."""
+    armed = {"on": False}
+
+    def model(x, y):
+        regression(x, y)
+        w = pyro.sample("w2", dist.Normal(0.0, 1.0))
+        if armed["on"]:
+            pyro.factor("poison", (w * 0).abs().sqrt())  # d sqrt(|0|) = inf, times 0: NaN
+
+    def arm(step, loss, history):
+        armed["on"] = step + 1 in bad_steps
+
+    return model, arm
+
+
+def test_nan_steps_are_skipped_and_training_goes_on():
+    model, arm = poisoned(range(10, 14))
+    pyro.clear_param_store()
+    trainer = Trainer(
+        model,
+        AutoNormal(model),
+        optimizer=lambda p: torch.optim.Adam(p, lr=0.05),
+        device="cpu",
+        progress=False,
+        guard=NaNGuard(lr_backoff=1.0),
+        callbacks=[arm],
+    )
+    history = trainer.fit(X, Y, steps=400)
+    assert history.skipped == [10, 11, 12, 13]
+    assert all(torch.isfinite(p).all() for p in trainer.params.values())
+    w = trainer.guide.median(X, Y)["w"]
+    assert torch.allclose(w, torch.tensor([1.0, -2.0, 0.5]), atol=0.2)  # still learns
+
+
+def test_persistent_nan_stops_with_the_site_named_and_a_clean_checkpoint(tmp_path):
+    model, arm = poisoned(range(20, 10**6))
+    pyro.clear_param_store()
+    trainer = Trainer(
+        model,
+        AutoNormal(model),
+        device="cpu",
+        progress=False,
+        guard=NaNGuard(max_bad_steps=3),
+        checkpoint=tmp_path / "c.pt",
+        checkpoint_every=1,
+        callbacks=[arm],
+    )
+    with pytest.raises(NonFiniteError, match="'poison'") as caught:
+        trainer.fit(X, Y, steps=100)
+    assert "AutoNormal.locs.w2" in str(caught.value)  # the parameter whose gradient is NaN
+    assert trainer.history.skipped == [20, 21, 22]
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**3)  # backed off
+    saved = load_checkpoint(tmp_path / "c.pt")
+    assert saved["history"].step == 21  # the last checkpoint before the error (step 22 raised)
+    for name, value in trained(trainer.params).items():
+        assert torch.isfinite(value).all()
+        assert torch.equal(value, saved["params"][name])  # bad steps changed nothing since
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = save_checkpoint({"step": 1}, tmp_path / "c.pt")
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on the pickler
+        save_checkpoint({"step": 2, "bad": lambda: None}, path)  # a lambda cannot be pickled
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no temporary file left
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"step": 3}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a flowguide checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_callbacks_stop_early_and_schedules_run():
+    stopper = EarlyStopping(patience=1, window=10, min_delta=1e9)  # never "improves" by 1e9
+    trainer = Trainer(
+        regression,
+        fresh(),
+        device="cpu",
+        progress=False,
+        callbacks=[stopper],
+        scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5),
+    )
+    history = trainer.fit(X, Y, steps=100)
+    assert history.stopped_early and history.step == 20  # first window sets the best, the second stops
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**4)
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="max_bad_steps"):
+        NaNGuard(max_bad_steps=0)
+    with pytest.raises(ValueError, match="lr_backoff"):
+        NaNGuard(lr_backoff=1.5)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        Trainer(regression, fresh(), checkpoint_every=-1)
+    with pytest.raises(ValueError, match="steps"):
+        Trainer(regression, fresh(), device="cpu").fit(X, Y, steps=-1)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            Trainer(regression, fresh(), device="cuda")
+
+
+def test_device_option_places_parameters_and_data(device):
+    trainer = Trainer(regression, fresh(), device=device, progress=False)
+    trainer.fit(X, Y, steps=3)  # CPU tensors in, moved by the trainer
+    assert all(p.device.type == device.type for p in trainer.params.values())
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    script = ROOT / "examples" / "distributed_logistic.py"
+    common = ["--epochs", "2", "--num-data", "256", "--batch-size", "64", "--features", "8"]
+    one = subprocess.run(
+        [sys.executable, str(script), *common, "--out", str(tmp_path / "one.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    two = subprocess.run(
+        [*torchrun, str(script), *common, "--out", str(tmp_path / "two.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "2 process(es), 8 steps" in two.stdout
+    a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-5)
+    assert max(float((a[n] - b[n]).abs().max()) for n in a) < 1e-5 < max(float(a[n].abs().max()) for n in a)
+
+
+def batched_regression(index, x, y):
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    with pyro.plate("data", 40, subsample=index):
+        pyro.sample("y", dist.Normal(x @ w, 0.3), obs=y)
+
+
+def test_minibatch_fit_resumes_mid_epoch(tmp_path):
+    data = TensorDataset(torch.arange(40), X, Y)
+    straight = Trainer(batched_regression, fresh(model=batched_regression), device="cpu", progress=False)
+    straight.fit_loader(shard_loader(data, 8, seed=3), epochs=3)
+    assert straight.history.step == 15 and straight.history.epoch == 3
+
+    stop = lambda step, loss, history: step == 7  # noqa: E731  (mid-way through epoch 2)
+    first = Trainer(
+        batched_regression,
+        fresh(model=batched_regression),
+        device="cpu",
+        progress=False,
+        checkpoint=tmp_path / "c.pt",
+        callbacks=[stop],
+    )
+    first.fit_loader(shard_loader(data, 8, seed=3), epochs=3)
+    assert first.history.step == 7 and first.history.stopped_early
+    resumed = fit_loader(
+        batched_regression,
+        fresh(seed=11, model=batched_regression),
+        shard_loader(data, 8, seed=3),
+        epochs=3,
+        resume=tmp_path / "c.pt",
+        device="cpu",
+        progress=False,
+    )
+    assert resumed.losses == straight.history.losses
