@@ -46,6 +46,30 @@ def seconds_per_step(name: str, device: str, dim: int, steps: int, warmup: int, 
     return (time.perf_counter() - start) / steps
 
 
+def vae_seconds_per_step(device: str, steps: int, warmup: int, batch: int = 100, hidden: int = 256) -> float:
+    from flowguide.models.images import binarize, load_digits
+    from flowguide.models.vae import FlowVAE
+
+    x = binarize(load_digits().train[:batch], 17)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    vae = FlowVAE(64, latent_dim=16, hidden_dim=hidden, posterior="iaf", num_flows=4)
+    trainer = Trainer(vae.model, vae.guide, device=device, progress=False)
+    for _ in range(warmup):
+        trainer.step(x, torch.arange(batch), 1438)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step(x, torch.arange(batch), 1438)
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,6 +112,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
             }
             rows.append(row)
             print(f"{name:20s} {device:6s} {t:9.4f} {1 / t:8.1f} {args.particles / t:9.0f} {cpu / t:7.2f}")
+    cpu = None
+    for device in devices:
+        t = statistics.median(
+            vae_seconds_per_step(device, args.steps, args.warmup) for _ in range(args.repeats)
+        )
+        cpu = t if device == "cpu" else cpu
+        rows.append(
+            {
+                "guide": "FlowVAE(iaf, bernoulli), digits",
+                "device": device,
+                "seconds_per_step": t,
+                "steps_per_second": 1 / t,
+                "images_per_second": 100 / t,
+                "speedup_vs_cpu": cpu / t,
+            }
+        )
+        print(
+            f"{'digits VAE (iaf)':20s} {device:6s} {t:9.4f} {1 / t:8.1f} {100 / t:9.0f} {cpu / t:7.2f}"
+            "  (draws/s: images/s)"
+        )
     if not torch.cuda.is_available():
         print("no CUDA device here: CPU rows only")
     if args.out:

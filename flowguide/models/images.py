@@ -1,0 +1,112 @@
+r"""Image data for the VAE: scikit-learn's bundled 8x8 digits (offline) and MNIST from disk.
+
+Images come as flat float tensors with integer intensities in ``[0, levels)`` (17 levels
+for digits, 256 for MNIST) and a fixed train/test split. Two views feed the decoders:
+
+- **binarized** (Bernoulli decoders): a pixel is 1 when its intensity is at least half
+  the range;
+- **dequantized** (continuous decoders): :math:`v = (x + u) / L` with :math:`u \sim U[0,1)`,
+  then :math:`y = \mathrm{logit}(\alpha + (1 - 2\alpha) v)`. A density on :math:`y`
+  gives a discrete log-likelihood bound in the original pixel space,
+  :math:`\log P(x) \ge E_u[\log p(y) + \log|dy/dv|] - D \log L`, reported in bits per
+  dimension (Theis, van den Oord & Bethge, 2016; Dinh et al., 2017).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["ImageData", "load_digits", "load_mnist", "load_images", "binarize", "dequantize", "bits_per_dim"]
+
+#: Keeps the logit away from 0 and 1 (the usual choice of RealNVP's preprocessing).
+ALPHA = 0.05
+
+
+@dataclass
+class ImageData:
+    """A train/test split of flat images with ``levels`` intensity levels and a side length."""
+
+    train: Tensor
+    test: Tensor
+    levels: int
+    side: int
+    name: str
+
+    @property
+    def dim(self) -> int:
+        return self.train.shape[-1]
+
+
+def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageData:
+    """scikit-learn's 1,797 8x8 digits, split by a permutation seeded with ``seed``.
+
+    Example:
+        >>> data = load_digits()
+        >>> data.train.shape, data.test.shape, data.levels
+        (torch.Size([1438, 64]), torch.Size([359, 64]), 17)
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    images = torch.as_tensor(sklearn_digits().data, dtype=torch.float32)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    n_test = round(test_fraction * len(images))
+    return ImageData(images[order[n_test:]], images[order[:n_test]], levels=17, side=8, name="digits")
+
+
+def load_mnist(data_dir: str | Path) -> ImageData:
+    """MNIST's 60,000/10,000 split read by torchvision from ``data_dir`` (no download)."""
+    try:
+        from torchvision.datasets import MNIST
+    except ImportError as error:
+        raise ImportError(
+            "MNIST needs torchvision (pip install torchvision) and the MNIST files under "
+            f"{Path(data_dir) / 'MNIST' / 'raw'}; use --data digits for the bundled data"
+        ) from error
+    try:
+        sets = [MNIST(str(data_dir), train=train, download=False) for train in (True, False)]
+    except RuntimeError as error:
+        raise FileNotFoundError(
+            f"MNIST files not found under {Path(data_dir) / 'MNIST' / 'raw'}: {error}"
+        ) from error
+    train, test = (s.data.reshape(len(s.data), -1).float() for s in sets)
+    return ImageData(train, test, levels=256, side=28, name="mnist")
+
+
+def load_images(name: str, data_dir: str | Path | None = None) -> ImageData:
+    """``"digits"`` or ``"mnist"`` (which needs ``data_dir``)."""
+    if name == "digits":
+        return load_digits()
+    if name == "mnist":
+        if data_dir is None:
+            raise ValueError("--data mnist needs --data-dir, the folder holding MNIST/raw")
+        return load_mnist(data_dir)
+    raise ValueError(f"unknown data {name!r}; choose 'digits' or 'mnist'")
+
+
+def binarize(x: Tensor, levels: int) -> Tensor:
+    """1 where the intensity is at least half the range, else 0."""
+    return (x >= levels / 2).to(x.dtype)
+
+
+def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    r"""Uniformly dequantized, logit-transformed pixels ``y`` and :math:`\sum \log|dy/dv|` per image."""
+    u = (
+        torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        if generator
+        else torch.rand_like(x)
+    )
+    v = ALPHA + (1 - 2 * ALPHA) * (x + u) / levels
+    y = torch.log(v) - torch.log1p(-v)
+    log_det = (math.log(1 - 2 * ALPHA) - torch.log(v) - torch.log1p(-v)).sum(-1)
+    return y, log_det
+
+
+def bits_per_dim(log_density_y: Tensor, log_det: Tensor, dim: int, levels: int) -> Tensor:
+    r"""Bits per dimension in pixel space from a log-density of the logit pixels ``y``:
+    :math:`-(\log p(y) + \log|dy/dv| - D \log L) / (D \log 2)`."""
+    return -(log_density_y + log_det - dim * math.log(levels)) / (dim * math.log(2))
