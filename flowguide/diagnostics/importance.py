@@ -168,7 +168,14 @@ def iwae_bound(
 
 
 def log_mean_exp_estimate(log_w: Tensor) -> Estimate:
-    """Log of the mean of ``exp(log_w)``, stably, with its delta-method standard error."""
+    """Log of the mean of ``exp(log_w)``, stably, with its delta-method standard error.
+
+    Example:
+        >>> import math, torch
+        >>> estimate = log_mean_exp_estimate(torch.tensor([0.0, math.log(3.0)]))
+        >>> round(estimate.value, 6) == round(math.log(2.0), 6)  # log((1 + 3) / 2)
+        True
+    """
     log_w = log_w.double()
     k = log_w.numel()
     value = torch.logsumexp(log_w, 0) - math.log(k)

@@ -81,7 +81,15 @@ def psis_diagnostic(log_weights: Tensor) -> PSISResult:
 
 
 def psis_mean(samples: dict[str, Tensor], result: PSISResult) -> dict[str, Tensor]:
-    """PSIS-corrected posterior means: each site's draws weighted by the smoothed weights."""
+    """PSIS-corrected posterior means: each site's draws weighted by the smoothed weights.
+
+    Example:
+        >>> import torch
+        >>> draws = {"x": torch.tensor([0.0, 1.0, 2.0, 3.0] * 5)}
+        >>> result = PSISResult(0.0, 20.0, torch.log(torch.full((20,), 1 / 20)))
+        >>> float(psis_mean(draws, result)["x"])  # equal weights: the plain mean
+        1.5
+    """
     out = {}
     for name, value in samples.items():
         w = result.log_weights.exp().to(value.dtype).reshape(-1, *([1] * (value.dim() - 1)))

@@ -89,7 +89,12 @@ def load_images(name: str, data_dir: str | Path | None = None) -> ImageData:
 
 
 def binarize(x: Tensor, levels: int) -> Tensor:
-    """1 where the intensity is at least half the range, else 0."""
+    """1 where the intensity is at least half the range, else 0.
+
+    Example:
+        >>> binarize(torch.tensor([0.0, 8.0, 8.5, 16.0]), levels=17)
+        tensor([0., 0., 1., 1.])
+    """
     return (x >= levels / 2).to(x.dtype)
 
 

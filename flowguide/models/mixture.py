@@ -26,6 +26,7 @@ class BernoulliMixture:
 
     def component_log_prob(self, x: Tensor) -> Tensor:
         """log p(x | k) for every row and component, shape (N, K)."""
+        x = x.to(self.probs.dtype)
         return x @ self.probs.log().T + (1 - x) @ torch.log1p(-self.probs).T
 
     def log_prob(self, x: Tensor) -> Tensor:

@@ -25,7 +25,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """``obj`` with every tensor inside tuples, lists and dicts moved to ``device``."""
+    """``obj`` with every tensor inside tuples, lists and dicts moved to ``device``.
+
+    Example:
+        >>> import torch
+        >>> moved = to_device({"x": (torch.zeros(2), 3)}, torch.device("cpu"))
+        >>> moved["x"][0].device, moved["x"][1]
+        (device(type='cpu'), 3)
+    """
     if torch.is_tensor(obj):
         return obj.to(device, non_blocking=non_blocking)
     if isinstance(obj, (tuple, list)):

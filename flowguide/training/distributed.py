@@ -83,6 +83,13 @@ def shard_loader(
 
     ``batch_size`` is per process. Shuffling is seeded by ``seed`` and the epoch (the
     trainer calls ``set_epoch``), so a resumed run sees the same batches.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> loader = shard_loader(TensorDataset(torch.arange(10)), batch_size=4, seed=0)
+        >>> [len(b[0]) for b in loader]  # one process: the whole data set
+        [4, 4, 2]
     """
     if is_distributed():
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=True)
