@@ -19,6 +19,7 @@ import torch
 from flowguide.diagnostics import psis_diagnostic, to_inference_data
 from flowguide.diagnostics.compare import GUIDES, compare_guides, markdown_table, train_guide
 from flowguide.models import BUNDLED_MODELS, bundled_model
+from flowguide.training import to_device
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     case = bundled_model(args.model)
-    data = tuple(a.to(args.device) if torch.is_tensor(a) else a for a in case.args)
+    data = to_device(case.args, torch.device(args.device))
     steps, draws = (5, 200) if args.smoke else (args.num_steps, 4000)
     with torch.device(args.device):
         rows, _ = compare_guides(

@@ -25,7 +25,7 @@ import pyro
 import torch
 from torch.utils.data import TensorDataset
 
-from flowguide.models.images import binarize, bits_per_dim, dequantize, load_images
+from flowguide.models.images import ALPHA, binarize, bits_per_dim, dequantize, load_images
 from flowguide.models.mixture import fit_bernoulli_mixture
 from flowguide.models.vae import DECODERS, FAMILIES, FlowVAE
 from flowguide.training import Trainer, init_from_env, is_main, shard_loader, world_size
@@ -131,8 +131,8 @@ def figures(vae: FlowVAE, images, decoder: str, folder: Path, tag: str) -> None:
 
     test = views(images, decoder, 0)[1][:10]
     with torch.no_grad():
-        recon = _mean_image(vae, vae.q(test).sample(), decoder, images.levels)
-        samples = _mean_image(vae, vae.prior().sample((10,)), decoder, images.levels)
+        recon = _mean_image(vae, vae.q(test).sample(), decoder)
+        samples = _mean_image(vae, vae.prior().sample((10,)), decoder)
     original = test if decoder == "bernoulli" else images.test[:10] / (images.levels - 1)
     fig, axes = plt.subplots(3, 10, figsize=(10, 3.3))
     for row, (title, imgs) in enumerate(
@@ -147,12 +147,12 @@ def figures(vae: FlowVAE, images, decoder: str, folder: Path, tag: str) -> None:
     plt.close(fig)
 
 
-def _mean_image(vae, z, decoder, levels):
+def _mean_image(vae, z, decoder):
     p = vae.likelihood(z)
     if decoder == "bernoulli":
         return p.base_dist.probs
     y = p.sample()
-    return ((torch.sigmoid(y) - 0.05) / 0.9).clamp(0, 1)
+    return ((torch.sigmoid(y) - ALPHA) / (1 - 2 * ALPHA)).clamp(0, 1)  # undo dequantize's logit
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -27,6 +27,7 @@ from pyro.optim import Adam
 from torch import Tensor
 
 from flowguide.autoguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
+from flowguide.diagnostics.export import posterior_errors
 from flowguide.diagnostics.importance import importance_sample, log_mean_exp_estimate, max_plate_nesting
 from flowguide.diagnostics.psis import psis_diagnostic
 
@@ -116,8 +117,6 @@ def evaluate_guide(
     reference: dict[str, Tensor] | None = None,
 ) -> tuple[GuideReport, dict[str, Tensor]]:
     """Score a trained guide from ``num_samples`` of its draws; return the report row and the draws."""
-    from flowguide.diagnostics.export import posterior_errors
-
     draws = importance_sample(model, guide, *args, num_samples=num_samples)
     log_w = draws.log_weights.double()
     finite = log_w[torch.isfinite(log_w)]

@@ -223,19 +223,22 @@ class FlowVAE(nn.Module):
     def model(self, x: Tensor, index: Tensor | None = None, num_data: int | None = None) -> None:
         """The generative model over a minibatch ``x`` of a data set of ``num_data`` rows."""
         pyro.module("flow_vae", self)
-        with pyro.plate(
-            "data", num_data or len(x), subsample=index if index is not None else torch.arange(len(x))
-        ):
+        with self._data_plate(x, index, num_data):
             z = pyro.sample("z", self.prior().expand([len(x)]))
             pyro.sample("x", self.likelihood(z), obs=x)
 
     def guide(self, x: Tensor, index: Tensor | None = None, num_data: int | None = None) -> None:
         """The amortized flow posterior q(z | x) for the same minibatch."""
         pyro.module("flow_vae", self)
-        with pyro.plate(
-            "data", num_data or len(x), subsample=index if index is not None else torch.arange(len(x))
-        ):
+        with self._data_plate(x, index, num_data):
             pyro.sample("z", self.q(x))
+
+    @staticmethod
+    def _data_plate(x: Tensor, index: Tensor | None, num_data: int | None) -> pyro.plate:
+        """The minibatch's ``data`` plate, the same in model and guide: rows ``index`` (all
+        of ``x`` when omitted) of a data set of ``num_data`` rows, scaled accordingly."""
+        subsample = index if index is not None else torch.arange(len(x), device=x.device)
+        return pyro.plate("data", num_data or len(x), subsample=subsample)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
