@@ -21,6 +21,7 @@ from flowguide.models.targets import TARGETS, Target, grid_log_normalizer
 
 __all__ = ["FLOWS", "FitResult", "fit_to_target", "estimate_elbo", "run_demo"]
 
+#: The 2-D flows of the demo, by name: zero-argument constructors.
 FLOWS: dict[str, Callable[[], Flow]] = {
     "planar": lambda: planar_flow(2, num_flows=16),
     "iaf": lambda: iaf(2, num_flows=4, hidden_dims=(64, 64)),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import runpy
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -50,3 +53,30 @@ def test_training_speed_quick_run(monkeypatch, capsys, tmp_path):
     assert {r["guide"] for r in rows} == guides
     assert all(r["seconds_per_step"] > 0 and r["speedup_vs_cpu"] > 0 for r in rows)
     assert "s/step" in capsys.readouterr().out
+
+
+def test_flows_vs_zuko_quick_run(monkeypatch, capsys, tmp_path):
+    out_file = tmp_path / "zuko.json"
+    monkeypatch.setattr(sys, "argv", ["flows_vs_zuko.py", "--quick", "--out", str(out_file)])
+    runpy.run_path(str(BENCHMARKS / "flows_vs_zuko.py"), run_name="__main__")
+    rows = json.loads(out_file.read_text())["rows"]
+    assert {(r["flow"], r["mode"]) for r in rows} == {
+        (flow, mode)
+        for flow in ("NSF coupling", "NSF autoregressive", "IAF (inverted MAF)", "RealNVP")
+        for mode in ("sample", "train")
+    }
+    for row in rows:  # matched pairs: the same depth and widths give parameter counts of one size
+        assert 0.5 < row["ours_params"] / row["zuko_params"] < 2.0, row
+        assert row["ratio"] > 0 and math.isfinite(row["ratio"])
+
+
+def test_equal_time_quick_run(monkeypatch, capsys, tmp_path):
+    out_file = tmp_path / "equal.json"
+    argv = ["equal_time.py", "--quick", "--models", "funnel", "--guides", "AutoNormal", "AutoIAF"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out_file)])
+    runpy.run_path(str(BENCHMARKS / "equal_time.py"), run_name="__main__")
+    rows = json.loads(out_file.read_text())["rows"]
+    assert [r["guide"] for r in rows] == ["AutoNormal", "AutoIAF"]
+    for row in rows:
+        assert row["steps"] >= 1 and row["finite"]
+        assert row["kl"] == pytest.approx(-row["elbo"])  # the funnel's log Z is 0

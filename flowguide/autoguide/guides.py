@@ -129,7 +129,9 @@ class AutoFlow(AutoContinuous):
             and is unbiased for ``Trace_ELBO``-type objectives but biased for
             importance-weighted ones (``RenyiELBO``), where it should be off. ``None``
             (default) turns it on when the latent dimension is at most the class's
-            ``stl_max_dim`` (chosen by measurement, see ``benchmarks/README.md``).
+            ``stl_max_dim``, or after a successful warm start where the class's
+            ``stl_when_warm`` says so (both chosen by measurement, see
+            ``benchmarks/README.md``); :attr:`uses_stl` tells.
 
     The guide's parameters exist after :meth:`setup` (or the first call). Latent sites
     inside a subsampled plate are refused: one joint density cannot follow a minibatch.
@@ -182,19 +184,25 @@ class AutoFlow(AutoContinuous):
         self.stl = stl
         self.affine = affine
         self.warm_start = warm_start
+        #: Whether the Laplace warm start set the head (``False`` before set-up or after a fallback).
+        self.warm_started = False
         self._known_signatures: set = set()
 
     _prototype_hide_fn = staticmethod(_hide_enumerated)
 
     #: Largest latent dimension at which ``stl=None`` turns sticking the landing on.
     stl_max_dim: int = 0
+    #: Whether ``stl=None`` turns sticking the landing on after a successful Laplace warm start.
+    stl_when_warm: bool = False
 
     @property
     def uses_stl(self) -> bool:
         """Whether the ELBO's gradient sticks the landing (``stl``, or the class default)."""
         if self.stl is not None:
             return self.stl
-        return self.prototype_trace is not None and self.latent_dim <= self.stl_max_dim
+        if self.prototype_trace is None:
+            return False
+        return self.latent_dim <= self.stl_max_dim or (self.stl_when_warm and self.warm_started)
 
     def __getstate__(self) -> dict:
         # Pyro's AutoGuide drops the model reference *from the live guide* when pickled;
@@ -233,13 +241,15 @@ class AutoFlow(AutoContinuous):
         self.flow = flow.to(device=loc.device, dtype=loc.dtype)
         scale = torch.full_like(loc, self.init_scale)
         if self.warm_start == "laplace":
-            loc, scale = self._laplace(loc, args, kwargs)
+            laplace = self._laplace(loc, args, kwargs)
+            self.warm_started = laplace is not None
+            loc, scale = laplace or (loc, scale)
         self.flow.layers[-1].set_loc_scale(loc, scale)
 
-    def _laplace(self, init: Tensor, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor]:
-        """MAP and inverse-Hessian scale in unconstrained space; sets :math:`L` if ``affine="full"``."""
+    def _laplace(self, init: Tensor, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor] | None:
+        """MAP and inverse-Hessian scale in unconstrained space; sets :math:`L` if ``affine="full"``.
+        ``None``, with a warning, where there is no usable Laplace approximation."""
         guide = type(self).__name__
-        fallback = (init, torch.full_like(init, self.init_scale))
         log_joint = functools.partial(self._log_joint, args=args, kwargs=kwargs)
         log_joint(init)  # refuses models it cannot serve before the search hides why
         latent = _laplace_map(log_joint, init)
@@ -249,7 +259,7 @@ class AutoFlow(AutoContinuous):
                 "using init_loc_fn and init_scale",
                 stacklevel=3,
             )
-            return fallback
+            return None
         hessian = torch.autograd.functional.hessian(lambda x: -log_joint(x), latent)
         scale_tril = _inverse_cholesky(hessian)
         if scale_tril is None:
@@ -258,7 +268,7 @@ class AutoFlow(AutoContinuous):
                 "the negative log joint at the MAP is not positive definite (a flat or improper direction)",
                 stacklevel=3,
             )
-            return fallback
+            return None
         if self.affine == "full":
             return latent, self.flow.layers[-2].set_scale_tril(scale_tril)
         return latent, hessian.diagonal().rsqrt()
@@ -531,8 +541,17 @@ class AutoNeuralSpline(AutoFlow):
         bins: Spline bins per coordinate.
         bound: Half-width of the spline interval in standardized coordinates.
         mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"none"``).
+        min_bin: Smallest bin width and height, as a fraction of :math:`2B`.
+        min_derivative: Smallest knot derivative. The defaults (0.01 and 0.1, against
+            1e-3 for bare flows) bound the slopes, and so the path gradient through the
+            inverse that sticking the landing needs (see ``stl`` below).
         **options: ``init_loc_fn``, ``init_scale``, ``num_summary_samples``, ``affine``,
-            ``warm_start`` and ``stl`` as in :class:`AutoFlow`.
+            ``warm_start`` and ``stl`` as in :class:`AutoFlow`. With ``stl=None``
+            (default) sticking the landing is on exactly when ``warm_start="laplace"``
+            succeeded: started at the Laplace fit it was stable and reached the exact
+            Gaussian posterior; from a cold start its gradients through the spline
+            inverse were heavy-tailed and stalled or diverged the fit
+            (``benchmarks/README.md``).
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -543,10 +562,12 @@ class AutoNeuralSpline(AutoFlow):
         True
     """
 
-    # Measured unstable (benchmarks/README.md): the path gradient needs grad_z log q(z)
-    # through the spline inverse, which is heavy-tailed where bins are nearly flat (1/g'^2
-    # per layer); its spikes stall Adam on the head's parameters and the fit drifts away.
+    # From a cold start, measured unstable (benchmarks/README.md): the path gradient needs
+    # grad_z log q(z) through the spline inverse, heavy-tailed while the head is far from
+    # the posterior; its spikes stall Adam on the head and the fit drifts away. Started
+    # at the Laplace fit it is stable.
     stl_max_dim = 0
+    stl_when_warm = True
 
     def __init__(
         self,
@@ -558,6 +579,8 @@ class AutoNeuralSpline(AutoFlow):
         bins: int = 8,
         bound: float = 5.0,
         mixing: str = "reverse",
+        min_bin: float = 0.01,
+        min_derivative: float = 0.1,
         **options: Any,
     ) -> None:
         flow = functools.partial(
@@ -568,6 +591,8 @@ class AutoNeuralSpline(AutoFlow):
             bins=bins,
             bound=bound,
             mixing=mixing,
+            min_bin=min_bin,
+            min_derivative=min_derivative,
         )
         super().__init__(model, flow, **options)
 

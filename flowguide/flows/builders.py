@@ -25,6 +25,7 @@ from flowguide.transforms import AffineSpec, MapSpec, SplineSpec
 
 __all__ = ["planar_flow", "iaf", "neural_spline_flow", "affine_coupling_flow", "MIXINGS"]
 
+#: Layers the builders can put between flow layers.
 MIXINGS = ("reverse", "random", "lu", "none")
 STRUCTURES = ("coupling", "autoregressive")
 
@@ -123,6 +124,8 @@ def neural_spline_flow(
     bins: int = 8,
     bound: float = 5.0,
     mixing: str = "reverse",
+    min_bin: float = 1e-3,
+    min_derivative: float = 1e-3,
 ) -> Flow:
     r"""Rational-quadratic neural spline flow (Durkan et al., 2019).
 
@@ -136,6 +139,9 @@ def neural_spline_flow(
         bins: Spline bins per coordinate.
         bound: The spline acts on :math:`[-B, B]`; outside it is the identity.
         mixing: Layer between flows: one of ``MIXINGS``.
+        min_bin: Smallest bin width and height, as a fraction of :math:`2B`.
+        min_derivative: Smallest knot derivative. With ``min_bin`` it bounds the
+            spline's slopes away from 0 and infinity.
 
     Example:
         >>> import torch
@@ -145,7 +151,7 @@ def neural_spline_flow(
     """
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
-    spec = SplineSpec(bins=bins, bound=bound)
+    spec = SplineSpec(bins=bins, bound=bound, min_bin=min_bin, min_derivative=min_derivative)
     layer = Coupling if structure == "coupling" else Autoregressive
     return _stack(dim, num_flows, lambda: layer(dim, spec, hidden_dims, context_dim), mixing)
 

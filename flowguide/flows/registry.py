@@ -41,6 +41,7 @@ def _layer(make: Callable[[int, int | None], FlowLayer], conditional: bool) -> E
     return Entry(lambda dim, context_dim: Flow([make(dim, context_dim)]), conditional)
 
 
+#: Every transform under test, by id, with the capabilities it declares (the registry test's input).
 REGISTRY: dict[str, Entry] = {
     "elementwise_affine": _layer(lambda d, c: ElementwiseAffine(d), False),
     "permutation_reverse": _layer(lambda d, c: Permutation.reverse(d), False),

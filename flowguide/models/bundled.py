@@ -327,6 +327,7 @@ def _banana() -> ExactModelView:
     )
 
 
+#: The models ``flowguide compare`` runs, by name: zero-argument constructors.
 BUNDLED_MODELS: dict[str, Callable[[], BundledModel]] = {
     "funnel": _funnel,
     "banana": _banana,

@@ -247,6 +247,7 @@ def _log_mbeta(alpha) -> float:
     return sum(math.lgamma(a) for a in alpha) - math.lgamma(sum(alpha))
 
 
+#: Pyro models with exact log-evidence, by name: zero-argument constructors.
 EXACT_MODELS = {
     "conjugate_regression": ConjugateRegression,
     "beta_binomial": BetaBinomial,

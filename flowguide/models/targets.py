@@ -93,6 +93,7 @@ class Ring:
         return -0.5 * ((z.norm(dim=-1) - self.radius) / self.sigma) ** 2
 
 
+#: The 2-D targets with log Z on a grid, by name.
 TARGETS: dict[str, Target] = {"banana": Banana(), "ring": Ring()}
 
 
