@@ -80,3 +80,12 @@ def test_equal_time_quick_run(monkeypatch, capsys, tmp_path):
     for row in rows:
         assert row["steps"] >= 1 and row["finite"]
         assert row["kl"] == pytest.approx(-row["elbo"])  # the funnel's log Z is 0
+
+
+def test_annealing_quick_run(monkeypatch, capsys, tmp_path):
+    out_file = tmp_path / "anneal.json"
+    monkeypatch.setattr(sys, "argv", ["annealing.py", "--quick", "--out", str(out_file)])
+    runpy.run_path(str(BENCHMARKS / "annealing.py"), run_name="__main__")
+    rows = json.loads(out_file.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["plain", "annealed"]
+    assert all(0 <= r["mass_right"] <= 1 and math.isfinite(r["kl"]) for r in rows)
