@@ -17,9 +17,12 @@ guide on its own draws with detached parameters:
   :math:`\tilde w` the normalized weights, the model's the usual
   :math:`\sum_k \tilde w_k \nabla_\theta \log p_\theta(x, z_k)`.
 
-Both work for any guide whose latent draws are reparameterized: flowguide's autoguides,
-Pyro's ``AutoNormal`` and ``AutoMultivariateNormal``, hand-written guides with
-``pyro.param``. Non-reparameterized guide sites keep the ordinary estimator.
+Both work for any guide whose latent draws are reparameterized and whose parameters the
+objective can hold fixed: an ``nn.Module`` guide or a method of one (flowguide's
+autoguides, Pyro's ``AutoNormal`` and ``AutoMultivariateNormal``, ``FlowVAE.guide``) and
+functions whose parameters are ``pyro.param`` statements. Functions that register
+modules with ``pyro.module`` are refused with a ``TypeError``. Non-reparameterized
+guide sites keep the ordinary estimator.
 
 References:
     G. Roeder, Y. Wu, D. Duvenaud. Sticking the Landing: Simple, Lower-Variance Gradient
@@ -50,15 +53,30 @@ __all__ = ["TraceSTL_ELBO", "DReG_ELBO", "detached_guide_log_probs"]
 
 
 class _DetachParams(Messenger):
-    """Every ``pyro.param`` statement inside returns its value detached."""
+    """Every ``pyro.param`` statement inside returns its value detached.
+
+    ``pyro.module`` writes the values it gets back into the module. That is harmless for
+    modules whose parameters :func:`_detached_parameters` swapped (it restores them);
+    any other module's parameters are refused rather than overwritten.
+    """
+
+    def __init__(self, swapped: set[int]) -> None:
+        super().__init__()
+        self.swapped = swapped
 
     def _pyro_post_param(self, msg: dict) -> None:
+        if "$$$" in msg["name"] and id(msg["args"][1] if len(msg["args"]) > 1 else None) not in self.swapped:
+            module = msg["name"].split("$$$")[0]
+            raise TypeError(
+                f"the guide registers nn.Module '{module}' with pyro.module, whose parameters cannot be "
+                "held fixed from outside; pass the guide as an nn.Module (or a method of one) instead"
+            )
         msg["value"] = msg["value"].detach()
 
 
 @contextmanager
 def _detached_parameters(module: nn.Module | None) -> Iterator[None]:
-    """Within the block, every parameter of ``module`` reads as a detached tensor."""
+    """Within the block, every parameter of ``module`` (and every ``pyro.param``) reads detached."""
     swapped = []
     try:
         if module is not None:
@@ -67,7 +85,7 @@ def _detached_parameters(module: nn.Module | None) -> Iterator[None]:
                     if param is not None:
                         swapped.append((owner, name, param))
                         owner._parameters[name] = param.detach()
-        with _DetachParams():
+        with _DetachParams({id(owner._parameters[name]) for owner, name, _ in swapped}):
             yield
     finally:
         for owner, name, param in swapped:
@@ -115,7 +133,10 @@ class _PathGradient:
     _guide_module: nn.Module | None = None
 
     def _remember(self, guide: Callable) -> None:
-        self._guide_module = guide if isinstance(guide, nn.Module) else None
+        owner = getattr(guide, "__self__", None)  # a bound method, e.g. FlowVAE.guide
+        self._guide_module = (
+            guide if isinstance(guide, nn.Module) else owner if isinstance(owner, nn.Module) else None
+        )
 
 
 class TraceSTL_ELBO(_PathGradient, Trace_ELBO):

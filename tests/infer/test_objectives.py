@@ -153,3 +153,47 @@ def test_dreg_refuses_guides_that_are_not_reparameterized():
 
     with pytest.raises(ValueError, match="site 'k'"):
         DReG_ELBO(num_particles=2, max_plate_nesting=0).loss_and_grads(discrete_model, guide)
+
+
+class MethodGuide(torch.nn.Module):
+    """A guide that is a method of an nn.Module with plain parameters (as FlowVAE.guide is)."""
+
+    def __init__(self, loc: float, scale: float):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.tensor(loc))
+        self.log_scale = torch.nn.Parameter(torch.tensor(scale).log())
+
+    def parameters_as_list(self):
+        return [self.loc, self.log_scale]
+
+    def guide(self, data):
+        pyro.module("holder", self)  # as FlowVAE.guide does
+        pyro.sample("loc", dist.Normal(self.loc, self.log_scale.exp()))
+
+
+def test_a_method_of_a_module_is_held_fixed():
+    loc, scale = exact_posterior(DATA)
+    holder = MethodGuide(loc, scale)
+    for elbo in (TraceSTL_ELBO(), DReG_ELBO(num_particles=4)):
+        rows = []
+        for _ in range(50):
+            holder.zero_grad()
+            elbo.loss_and_grads(model, holder.guide, DATA)
+            rows.append(torch.stack([p.grad.clone() for p in holder.parameters_as_list()]))
+        assert torch.stack(rows).abs().max() < 1e-3  # path-only: zero at the exact posterior
+
+
+def test_guides_registering_modules_with_pyro_module_are_refused():
+    net = torch.nn.Linear(1, 2)
+
+    def guide(data):
+        pyro.module("encoder", net)
+        loc, log_scale = net(torch.ones(1))
+        pyro.sample("loc", dist.Normal(loc, log_scale.exp()))
+
+    before = [p.detach().clone() for p in net.parameters()]
+    for elbo in (TraceSTL_ELBO(), DReG_ELBO(num_particles=2)):
+        with pytest.raises(TypeError, match="'encoder'"):
+            elbo.loss_and_grads(model, guide, DATA)
+    assert all(isinstance(p, torch.nn.Parameter) for p in net.parameters())  # not overwritten
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
