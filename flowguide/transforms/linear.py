@@ -84,6 +84,7 @@ class TriangularLinearTransform(FlowTransform):
 
     Arguments:
         lower: Matrix whose strictly lower triangle is :math:`L`'s, shape ``(D, D)``.
+        unit: ``lower`` already is :math:`L` (unit diagonal, zeros above): used as is.
 
     Example:
         >>> import torch
@@ -92,10 +93,13 @@ class TriangularLinearTransform(FlowTransform):
         (tensor([1., 3.]), tensor(0.))
     """
 
-    def __init__(self, lower: Tensor) -> None:
+    def __init__(self, lower: Tensor, unit: bool = False) -> None:
         super().__init__(1)
-        eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)
-        self.lower = lower.tril(-1) + eye
+        if unit:  # the caller built L itself (a copy of tril and eye costs more than the matmul)
+            self.lower = lower
+        else:
+            eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)
+            self.lower = lower.tril(-1) + eye
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return x @ self.lower.mT, x.new_zeros(x.shape[:-1])
