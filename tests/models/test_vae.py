@@ -180,3 +180,21 @@ def test_bad_options_raise(tmp_path):
         load_images("mnist")
     with pytest.raises((ImportError, FileNotFoundError), match="MNIST"):
         load_images("mnist", tmp_path)
+
+
+@pytest.mark.parametrize("objective", ["stl", "dreg"])
+def test_path_gradient_objectives_train_the_vae(objective, device):
+    """FlowVAE.guide is a method of the module: the objectives hold its parameters fixed."""
+    from flowguide.infer import DReG_ELBO, TraceSTL_ELBO
+
+    pyro.clear_param_store()
+    vae, x = small_vae("iaf", device=device), batch("bernoulli", device=device)
+    elbo = TraceSTL_ELBO() if objective == "stl" else DReG_ELBO(num_particles=4)
+    before = {name: p.detach().clone() for name, p in vae.named_parameters()}
+    svi = SVI(vae.model, vae.guide, Adam({"lr": 1e-3}), elbo)
+    losses = [svi.step(x, torch.arange(12, device=device), 1438) for _ in range(2)]
+    assert all(math.isfinite(v) for v in losses)
+    moved = {name for name, p in vae.named_parameters() if not torch.equal(before[name], p)}
+    assert any(name.startswith("q.") for name in moved), moved  # the amortized posterior
+    assert any(name.startswith("p_x.") for name in moved), moved  # and the model's decoder
+    assert all(isinstance(p, torch.nn.Parameter) for p in vae.parameters())  # restored after replay
