@@ -79,11 +79,13 @@ def _seconds_per_call(flow: torch.nn.Module, batch: int, calls: int, repeats: in
     return statistics.median(times)
 
 
-def run(dims, batch: int, calls: int, repeats: int) -> list[dict]:
+def run(dims, batch: int, calls: int, repeats: int, flows: list[str] | None = None) -> list[dict]:
     rows = []
     for dim in dims:
         hidden = max(64, 2 * dim)
         for name, (make_ours, make_zuko) in pairs(dim, hidden).items():
+            if flows is not None and name not in flows:
+                continue
             torch.manual_seed(0)
             ours, theirs = make_ours(), make_zuko()
             for mode in ("sample", "train"):
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--calls", type=int, default=20, help="calls per timed repeat")
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats (the median is reported)")
+    parser.add_argument("--flows", nargs="+", default=None, choices=list(pairs(2, 8)), help="default: all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(args.threads)
     if args.quick:
         args.dims, args.batch, args.calls, args.repeats = [4], 16, 1, 1
-    rows = run(args.dims, args.batch, args.calls, args.repeats)
+    rows = run(args.dims, args.batch, args.calls, args.repeats, args.flows)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(

@@ -139,15 +139,17 @@ class RQSplineTransform(ElementwiseTransform):
     def _bin(self, knots: Tensor, v: Tensor) -> tuple[Tensor, ...]:
         """Bin of each ``v`` and the bin's left knot, width, height and slopes.
 
-        One gather fetches both ends of the bin for all three knot tables.
+        One small gather per knot table fetches both ends of the bin.
         """
         k = (v.unsqueeze(-1) >= knots[..., 1:-1]).sum(-1, keepdim=True)  # (..., 1)
         index = torch.cat([k, k + 1], -1)  # (..., 2)
-        table = torch.stack([self.knots_x, self.knots_y, self.derivatives], -1)  # (..., K + 1, 3)
-        batch = torch.broadcast_shapes(index.shape[:-1], table.shape[:-2])
-        table = table.expand(*batch, *table.shape[-2:])
-        index = index.expand(*batch, 2).unsqueeze(-1).expand(*batch, 2, 3)
-        (x0, y0, d0), (x1, y1, d1) = (t.unbind(-1) for t in torch.gather(table, -2, index).unbind(-2))
+        batch = torch.broadcast_shapes(index.shape[:-1], self.knots_x.shape[:-1])
+        index = index.expand(*batch, 2)
+        # one small gather per table: stacking the tables first copies all of them
+        (x0, x1), (y0, y1), (d0, d1) = (
+            torch.gather(table.expand(*batch, table.shape[-1]), -1, index).unbind(-1)
+            for table in (self.knots_x, self.knots_y, self.derivatives)
+        )
         return x0, y0, x1 - x0, y1 - y0, d0, d1
 
     def _inside(self, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -296,9 +298,10 @@ class SplineSpec(MapSpec):
 
     def _knots(self, raw: Tensor) -> Tensor:
         fractions = self.min_bin + (1 - self.min_bin * self.bins) * raw.softmax(-1)
-        cum = F.pad(fractions.cumsum(-1), (1, 0))
-        cum = torch.cat([cum[..., :-1], torch.ones_like(cum[..., -1:])], -1)
-        return self.bound * (2 * cum - 1)
+        knots = raw.new_empty(*raw.shape[:-1], self.bins + 1)  # filled in place: one copy, not two
+        knots[..., 0], knots[..., -1] = -self.bound, self.bound  # the ends exactly at -B and B
+        knots[..., 1:-1] = self.bound * (2 * fractions[..., :-1].cumsum(-1) - 1)
+        return knots
 
     def __call__(self, raw: Tensor) -> RQSplineTransform:
         k = self.bins
