@@ -280,27 +280,28 @@ class LULinear(FlowLayer):
         super().__init__(dim)
         n = dim * (dim - 1) // 2
         self.register_buffer("lower_index", torch.tril_indices(dim, dim, -1))
+        rows, cols = self.lower_index
+        self.register_buffer("_lower_flat", rows * dim + cols, persistent=False)
+        self.register_buffer("_upper_flat", cols * dim + rows, persistent=False)
         self.lower_entries = nn.Parameter(torch.zeros(n))
         self.upper_entries = nn.Parameter(torch.zeros(n))
         self.log_diag = nn.Parameter(torch.zeros(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def build(self, context: Tensor | None) -> FlowTransform:
-        rows, cols = self.lower_index
-        lower = _scatter(self.lower_entries, (rows, cols), self.dim)
-        upper = _scatter(self.upper_entries, (cols, rows), self.dim)
+        lower = _scatter(self.lower_entries, self._lower_flat, self.dim)
+        upper = _scatter(self.upper_entries, self._upper_flat, self.dim)
         return LULinearTransform(lower, upper, self.log_diag, self.bias)
 
 
-def _scatter(entries: Tensor, index: tuple[Tensor, Tensor], dim: int) -> Tensor:
-    """A ``(dim, dim)`` matrix of zeros with ``entries`` at ``index`` (one triangle).
+def _scatter(entries: Tensor, flat_index: Tensor, dim: int) -> Tensor:
+    """A ``(dim, dim)`` matrix of zeros with ``entries`` at the row-major ``flat_index``.
 
     One ``index_copy`` into the flattened matrix: at D = 1000 it and its backward take a
     fraction of the time of two-index ``index_put`` and ``index`` (measured 4.3 ms each).
+    The layers compute their flat indices once, as non-persistent buffers.
     """
-    rows, cols = index
-    flat = entries.new_zeros(dim * dim).index_copy(0, rows * dim + cols, entries)
-    return flat.view(dim, dim)
+    return entries.new_zeros(dim * dim).index_copy(0, flat_index, entries).view(dim, dim)
 
 
 class TriangularLinear(FlowLayer):
@@ -324,19 +325,20 @@ class TriangularLinear(FlowLayer):
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
         self.register_buffer("lower_index", torch.tril_indices(dim, dim, -1))
+        rows, cols = self.lower_index
+        diagonal = torch.arange(dim) * (dim + 1)
+        self.register_buffer("_lower_flat", rows * dim + cols, persistent=False)
+        self.register_buffer("_unit_flat", torch.cat([rows * dim + cols, diagonal]), persistent=False)
         self.lower_entries = nn.Parameter(torch.zeros(dim * (dim - 1) // 2))
 
     def lower(self) -> Tensor:
         """The strictly lower triangle of :math:`L` (its unit diagonal is implied)."""
-        return _scatter(self.lower_entries, tuple(self.lower_index), self.dim)
+        return _scatter(self.lower_entries, self._lower_flat, self.dim)
 
     def unit_lower(self) -> Tensor:
         """:math:`L` itself: the strictly lower triangle plus the unit diagonal, in one scatter."""
-        diagonal = torch.arange(self.dim, device=self.lower_index.device)
-        rows, cols = self.lower_index
-        index = (torch.cat([rows, diagonal]), torch.cat([cols, diagonal]))
         entries = torch.cat([self.lower_entries, self.lower_entries.new_ones(self.dim)])
-        return _scatter(entries, index, self.dim)
+        return _scatter(entries, self._unit_flat, self.dim)
 
     @torch.no_grad()
     def set_scale_tril(self, scale_tril: Tensor) -> Tensor:

@@ -157,3 +157,15 @@ def test_scoring_own_sample_reuses_the_sampling_pass(device, dtype, tol):
     with torch.no_grad():
         z0 = q.sample()
     assert q.log_prob(z0).requires_grad  # no-grad sample scored with grad: inverse path
+
+
+def test_triangular_linear_unit_lower_is_the_strict_triangle_plus_the_identity():
+    from flowguide.flows import TriangularLinear
+
+    layer = TriangularLinear(4)
+    with torch.no_grad():
+        layer.lower_entries.copy_(torch.arange(1.0, 7.0))
+    expected = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [2, 3, 1, 0], [4, 5, 6, 1]], dtype=torch.float32)
+    torch.testing.assert_close(layer.unit_lower(), expected)
+    torch.testing.assert_close(layer.lower(), expected - torch.eye(4))
+    assert set(layer.state_dict()) == {"lower_index", "lower_entries"}  # flat indices are not saved
