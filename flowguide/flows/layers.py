@@ -336,7 +336,13 @@ class TriangularLinear(FlowLayer):
         return _scatter(self.lower_entries, self._lower_flat, self.dim)
 
     def unit_lower(self) -> Tensor:
-        """:math:`L` itself: the strictly lower triangle plus the unit diagonal, in one scatter."""
+        """:math:`L` itself: the strictly lower triangle plus the unit diagonal, in one scatter.
+
+        Example:
+            >>> TriangularLinear(2).unit_lower()  # the identity until trained
+            tensor([[1., 0.],
+                    [0., 1.]], grad_fn=<ViewBackward0>)
+        """
         entries = torch.cat([self.lower_entries, self.lower_entries.new_ones(self.dim)])
         return _scatter(entries, self._unit_flat, self.dim)
 

@@ -116,6 +116,21 @@ def detached_guide_log_probs(
     Returns:
         Site name to the elementwise :math:`\log q_{\bar\phi}(z)` (the shape of the
         trace's ``log_prob``).
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, pyro.poutine as poutine, torch
+        >>> def guide():
+        ...     loc = pyro.param("loc", torch.tensor(0.5))
+        ...     pyro.sample("z", dist.Normal(loc, 1.0))
+        >>> trace = poutine.trace(guide).get_trace()
+        >>> trace.compute_log_prob()
+        >>> log_q = detached_guide_log_probs(guide, trace, (), {})["z"]
+        >>> bool(torch.isclose(log_q, trace.nodes["z"]["log_prob"]))  # the same value
+        True
+        >>> z, loc = trace.nodes["z"]["value"], pyro.param("loc")
+        >>> (grad,) = torch.autograd.grad(log_q, loc)  # the path part only: -(z - loc)
+        >>> bool(torch.isclose(grad, -(z - loc)))
+        True
     """
     with _detached_parameters(module):
         replayed = poutine.trace(poutine.replay(guide, trace=guide_trace)).get_trace(*args, **kwargs)

@@ -643,3 +643,23 @@ def test_posterior_moments_match_the_exact_conjugate_posterior(guide_class):
     cov = case._posterior()[1]
     exact_corr = cov / torch.outer(std, std)
     assert (torch.corrcoef(draws.T) - exact_corr).abs().max() < 0.1, (torch.corrcoef(draws.T), exact_corr)
+
+
+def test_spline_guide_sticks_the_landing_only_after_a_successful_warm_start():
+    def model():
+        pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+
+    def flat_model():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.Normal(0.0, 1.0).mask(False))  # no density: the warm start falls back
+
+    warm = AutoNeuralSpline(model, **SMALL, warm_start="laplace").setup()
+    assert warm.warm_started and warm.uses_stl
+    with pytest.warns(UserWarning, match="not positive definite"):
+        fallback = AutoNeuralSpline(flat_model, **SMALL, warm_start="laplace", init_loc_fn=init_to_feasible)
+        fallback.setup()
+    assert not fallback.warm_started and not fallback.uses_stl
+    cold = AutoNeuralSpline(model, **SMALL).setup()
+    assert not cold.warm_started and not cold.uses_stl
+    specs = {layer.spec for layer in cold.flow.layers if hasattr(layer, "spec")}
+    assert {(s.min_bin, s.min_derivative) for s in specs} == {(0.01, 0.1)}  # the guide's floors
