@@ -45,8 +45,12 @@ def linear_schedule(steps: int, start: float = 0.1) -> Callable[[int], float]:
 class AnnealedELBO(ELBO):
     r"""An ELBO whose model term is scaled by :math:`\beta_t` (see the module docstring).
 
-    Each :meth:`loss_and_grads` call (one SVI step) advances :math:`t`; :meth:`loss`
-    evaluates at the current :math:`\beta_t` without advancing. The scaling is
+    Each :meth:`loss_and_grads` call (one SVI step) advances :math:`t`;
+    :class:`~flowguide.training.Trainer`, which differentiates :meth:`differentiable_loss`,
+    calls :meth:`advance` after each applied update (and checkpoints :attr:`step`).
+    :meth:`loss` and :meth:`differentiable_loss` evaluate at the current :math:`\beta_t`
+    without advancing. Attributes it does not have (``num_particles``,
+    ``max_plate_nesting``, ...) are read from the wrapped ELBO. The scaling is
     ``poutine.scale`` around the model, so every log-density of the model (priors,
     likelihood and factors) is tempered.
 
@@ -84,6 +88,15 @@ class AnnealedELBO(ELBO):
             raise ValueError(f"the schedule gave beta = {beta} at step {self.step}; it must lie in (0, 1]")
         return beta
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "elbo":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.elbo, name)
+
+    def advance(self) -> None:
+        """Move to the next step of the schedule."""
+        self.step += 1
+
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
         return self.elbo._get_trace(self._tempered(model), guide, args, kwargs)
 
@@ -98,5 +111,5 @@ class AnnealedELBO(ELBO):
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         loss = self.elbo.loss_and_grads(self._tempered(model), guide, *args, **kwargs)
-        self.step += 1
+        self.advance()
         return loss

@@ -175,6 +175,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "rng": get_rng_state(),
             "history": self.history,
+            "objective_step": getattr(self.elbo, "step", None) if self._advances else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -189,6 +190,8 @@ class Trainer:
         if self.scheduler and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
         self.history = state["history"]
+        if self._advances and state.get("objective_step") is not None:
+            self.elbo.step = state["objective_step"]
         set_rng_state(state["rng"])
 
     def save(self, path: str | Path | None = None) -> Path | None:
@@ -237,7 +240,13 @@ class Trainer:
             return False
         if self.scheduler:
             self.scheduler.step()
+        if self._advances:  # a scheduled objective (AnnealedELBO) moves on with the updates
+            self.elbo.advance()
         return True
+
+    @property
+    def _advances(self) -> bool:
+        return callable(getattr(self.elbo, "advance", None))
 
     # ------------------------------------------------------------------------ loops
     def fit(self, *args, steps: int, **kwargs) -> History:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -11,10 +13,15 @@ from pyro.infer.autoguide import AutoNormal
 from pyro.optim import Adam
 
 from flowguide.infer import AnnealedELBO, linear_schedule
+from flowguide.training import Trainer
 
 
 def model():
     pyro.sample("z", dist.Normal(1.0, 2.0).expand([3]).to_event(1))
+
+
+def half(step: int) -> float:
+    return 0.5
 
 
 def constant(beta: float):
@@ -79,3 +86,28 @@ def test_bad_schedules_are_refused(guide):
         linear_schedule(0)
     with pytest.raises(ValueError, match="start"):
         linear_schedule(10, start=1.5)
+
+
+def test_the_trainer_advances_the_schedule_and_checkpoints_it(guide, tmp_path):
+    """Trainer differentiates ``differentiable_loss``: it advances the schedule after each
+    applied update, and a resumed run continues at the same beta."""
+    schedule = linear_schedule(10, start=0.1)
+    trainer = Trainer(
+        model, guide, loss=AnnealedELBO(schedule), checkpoint=tmp_path / "ckpt.pt", progress=False
+    )
+    trainer.fit(steps=4)
+    assert trainer.elbo.step == 4 and trainer.elbo.beta == pytest.approx(0.46)
+    trainer.save()
+    resumed = Trainer(model, guide, loss=AnnealedELBO(schedule), progress=False).resume(tmp_path / "ckpt.pt")
+    assert resumed.elbo.step == 4
+    resumed.fit(steps=12)
+    assert resumed.elbo.step == 12 and resumed.elbo.beta == 1.0
+
+
+def test_it_reads_what_it_lacks_from_the_wrapped_elbo():
+    elbo = AnnealedELBO(half, Trace_ELBO(num_particles=7, max_plate_nesting=2))
+    assert (elbo.num_particles, elbo.max_plate_nesting) == (7, 2)
+    with pytest.raises(AttributeError):
+        elbo.no_such_option
+    restored = pickle.loads(pickle.dumps(elbo))
+    assert restored.num_particles == 7 and restored.step == 0
