@@ -35,6 +35,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -85,7 +86,15 @@ def _detached_parameters(module: nn.Module | None) -> Iterator[None]:
                     if param is not None:
                         swapped.append((owner, name, param))
                         owner._parameters[name] = param.detach()
-        with _DetachParams({id(owner._parameters[name]) for owner, name, _ in swapped}):
+        with (
+            warnings.catch_warnings(),
+            _DetachParams({id(owner._parameters[name]) for owner, name, _ in swapped}),
+        ):
+            # pyro.module skips (with a warning each) the parameters that read detached here:
+            # they are registered already, and the swap is undone on the way out.
+            warnings.filterwarnings(
+                "ignore", message=".*not registered in the param store because requires_grad"
+            )
             yield
     finally:
         for owner, name, param in swapped:

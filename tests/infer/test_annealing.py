@@ -108,6 +108,6 @@ def test_it_reads_what_it_lacks_from_the_wrapped_elbo():
     elbo = AnnealedELBO(half, Trace_ELBO(num_particles=7, max_plate_nesting=2))
     assert (elbo.num_particles, elbo.max_plate_nesting) == (7, 2)
     with pytest.raises(AttributeError):
-        elbo.no_such_option
+        getattr(elbo, "no_such_option")  # noqa: B009
     restored = pickle.loads(pickle.dumps(elbo))
     assert restored.num_particles == 7 and restored.step == 0
