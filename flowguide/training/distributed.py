@@ -26,6 +26,7 @@ __all__ = [
     "world_size",
     "is_main",
     "all_reduce_mean",
+    "broadcast_from_main",
     "shard_loader",
 ]
 
@@ -74,6 +75,20 @@ def all_reduce_mean(tensors: list[Tensor]) -> None:
     for t in tensors:
         dist.all_reduce(t)
         t.div_(n)
+
+
+def broadcast_from_main(tensors: list[Tensor]) -> None:
+    """Overwrite each tensor in place with rank 0's copy (no-op in one process).
+
+    The trainer does this to the parameters at set-up, so that processes whose
+    initialization differed (a different data shard, a data-dependent warm start, an
+    unseeded draw) still train one model.
+    """
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for t in tensors:
+            dist.broadcast(t.data, src=0)
 
 
 def shard_loader(

@@ -135,6 +135,12 @@ class Trainer:
         self.make_optimizer = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-2))
         self.make_scheduler = scheduler
         self.elbo = loss if loss is not None else Trace_ELBO()
+        if not callable(getattr(self.elbo, "differentiable_loss", None)):
+            raise TypeError(
+                f"loss must have a differentiable_loss method (the trainer differentiates it); "
+                f"{type(self.elbo).__name__} has none. For the importance-weighted bound use "
+                "flowguide.infer.DReG_ELBO"
+            )
         self.guard, self.callbacks, self.progress = guard, list(callbacks), progress
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.checkpoint_every = checkpoint_every
@@ -162,6 +168,7 @@ class Trainer:
         self.params = {name: site["value"].unconstrained() for name, site in capture.trace.nodes.items()}
         if not self.params:
             raise ValueError("the model and guide have no parameters to train")
+        distributed.broadcast_from_main(list(self.params.values()))  # one model on every process
         self.optimizer = self.make_optimizer(list(self.params.values()))
         self.scheduler = self.make_scheduler(self.optimizer) if self.make_scheduler else None
         return self

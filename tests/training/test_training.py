@@ -198,6 +198,8 @@ def test_bad_options_raise():
         Trainer(regression, fresh(), checkpoint_every=-1)
     with pytest.raises(ValueError, match="steps"):
         Trainer(regression, fresh(), device="cpu").fit(X, Y, steps=-1)
+    with pytest.raises(TypeError, match=r"RenyiELBO has none.*DReG_ELBO"):
+        Trainer(regression, fresh(), loss=pyro.infer.RenyiELBO(alpha=0.0))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             Trainer(regression, fresh(), device="cuda")
@@ -234,6 +236,43 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-5)
     assert max(float((a[n] - b[n]).abs().max()) for n in a) < 1e-5 < max(float(a[n].abs().max()) for n in a)
+
+
+RANK_SEEDED = """
+import pyro, pyro.distributions as dist, torch, torch.distributed as td
+from flowguide import AutoIAF
+from flowguide.training import Trainer, init_from_env
+
+def model():
+    pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+
+init_from_env()
+pyro.set_rng_seed(td.get_rank())  # each process initializes its guide differently
+guide = AutoIAF(model, num_flows=1, hidden_dims=(8,), init_loc_fn=pyro.infer.autoguide.init_to_sample)
+trainer = Trainer(model, guide, progress=False).setup()
+flat = torch.cat([p.detach().reshape(-1) for p in trainer.params.values()])
+copies = [torch.empty_like(flat) for _ in range(td.get_world_size())]
+td.all_gather(copies, flat)
+if td.get_rank() == 0:
+    print("spread", float((copies[0] - copies[1]).abs().max()))
+"""
+
+
+def test_processes_start_from_rank_zeros_parameters(tmp_path):
+    """Guides initialized differently per process (seeds, data shards, warm starts) are
+    made one model at set-up: the trainer broadcasts rank 0's parameters."""
+    script = tmp_path / "rank_seeded.py"
+    script.write_text(RANK_SEEDED)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    run = subprocess.run(
+        [*torchrun, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "spread 0.0" in run.stdout
 
 
 def batched_regression(index, x, y):
