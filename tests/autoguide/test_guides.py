@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -385,6 +386,7 @@ def test_enumerated_discrete_sites_are_left_to_enumeration():
     svi = SVI(model, guide, Adam({"lr": 1e-2}), TraceEnum_ELBO(max_plate_nesting=1))
     assert math.isfinite(svi.step(data))
     assert set(guide.median(data)) == {"locs"}
+    assert not guide.warm_started and "site 'k' is not one of them" in guide.warm_start_fallback
 
 
 def test_discrete_latent_without_enumeration_is_refused():
@@ -541,7 +543,8 @@ def test_sticking_the_landing_changes_gradients_not_losses(name):
         (lambda m: AutoIAF(m, **SMALL, stl=True), 100, True),
         (lambda m: AutoAffineCoupling(m, **SMALL), 100, True),
         (lambda m: AutoPlanarFlow(m), 100, True),
-        (lambda m: AutoNeuralSpline(m, **SMALL), 3, False),
+        (lambda m: AutoNeuralSpline(m, **SMALL), 3, True),  # the "auto" warm start succeeds
+        (lambda m: AutoNeuralSpline(m, **SMALL, warm_start=None), 3, False),
         (lambda m: AutoNeuralSpline(m, **SMALL, stl=True), 3, True),
         (lambda m: AutoFlow(m, flow=iaf), 3, False),
     ],
@@ -659,7 +662,100 @@ def test_spline_guide_sticks_the_landing_only_after_a_successful_warm_start():
         fallback = AutoNeuralSpline(flat_model, **SMALL, warm_start="laplace", init_loc_fn=init_to_feasible)
         fallback.setup()
     assert not fallback.warm_started and not fallback.uses_stl
-    cold = AutoNeuralSpline(model, **SMALL).setup()
+    cold = AutoNeuralSpline(model, **SMALL, warm_start=None).setup()
     assert not cold.warm_started and not cold.uses_stl
     specs = {layer.spec for layer in cold.flow.layers if hasattr(layer, "spec")}
     assert {(s.min_bin, s.min_derivative) for s in specs} == {(0.01, 0.1)}  # the guide's floors
+
+
+def test_auto_warm_start_takes_the_laplace_fit_where_it_has_the_higher_elbo():
+    case = ConjugateRegression(dim=3, num_data=10)
+    pyro.set_rng_seed(0)
+    auto = AutoIAF(case.model, **SMALL, warm_start="auto").setup(*case.args)
+    pyro.set_rng_seed(0)
+    laplace = AutoIAF(case.model, **SMALL, warm_start="laplace").setup(*case.args)
+    assert auto.warm_started and auto.warm_start_fallback is None
+    for mine, theirs in zip(auto.flow.layers[-2:], laplace.flow.layers[-2:], strict=True):
+        for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+            assert torch.allclose(a, b)
+
+
+def test_auto_warm_start_keeps_the_cold_start_where_it_has_the_higher_elbo():
+    """A narrow spike on a standard normal: the MAP sits on the spike, whose Laplace fit
+    (scale ~0.01) has ELBO about -2.1 against about -1.6 for N(median, 0.1)."""
+
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.factor("spike", torch.log1p(10 * torch.exp(-(z**2) / 2e-4)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "auto" falls back silently
+        guide = AutoIAF(model, **SMALL, warm_start="auto").setup()
+    assert not guide.warm_started and "below the cold start's" in guide.warm_start_fallback
+    assert torch.allclose(guide.flow.layers[-1].log_scale.exp(), torch.tensor(0.1))
+    laplace = AutoIAF(model, **SMALL, warm_start="laplace").setup()
+    assert laplace.warm_started and float(laplace.flow.layers[-1].log_scale.detach().exp()) < 0.02
+
+
+def test_auto_warm_start_falls_back_silently_and_leaves_chosen_starts_alone():
+    case = Funnel(dim=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        funnel = AutoIAF(case.model, **SMALL, warm_start="auto").setup()
+    assert not funnel.warm_started and "no finite MAP" in funnel.warm_start_fallback
+    regression = ConjugateRegression(dim=3, num_data=10)
+    values = {"w": torch.tensor([0.5, -1.0, 2.0])}
+    chosen = AutoIAF(regression.model, **SMALL, warm_start="auto", init_loc_fn=init_to_value(values=values))
+    chosen.setup(*regression.args)
+    assert not chosen.warm_started and chosen.warm_start_fallback is None  # never tried
+    assert torch.allclose(chosen.flow.layers[-1].loc, values["w"])
+    scaled = AutoIAF(regression.model, **SMALL, warm_start="auto", init_scale=0.3).setup(*regression.args)
+    assert not scaled.warm_started
+    assert torch.allclose(scaled.flow.layers[-1].log_scale.exp(), torch.tensor(0.3))
+
+
+def test_auto_warm_start_skips_models_that_subsample_their_data():
+    """A minibatch's Laplace fit is noisy and differs between data-parallel processes."""
+
+    def model(x):
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", 100, subsample_size=10) as index:
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x[index])
+
+    guide = AutoIAF(model, **SMALL).setup(torch.randn(100))
+    assert not guide.warm_started and "subsamples a plate" in guide.warm_start_fallback
+
+
+def test_the_log_joint_of_the_warm_start_does_not_run_init_loc_fn():
+    """The MAP search conditions every latent: Pyro's InitMessenger must not draw (it
+    once crashed on the NaN points of a diverging line search, and costs draws per call)."""
+    calls = []
+
+    def counting_init(site):
+        calls.append(site["name"])
+        return init_to_median(site)
+
+    case = ConjugateRegression(dim=3, num_data=10)
+    AutoIAF(case.model, **SMALL, warm_start="laplace", init_loc_fn=counting_init).setup(*case.args)
+    assert calls == ["w"]  # once, for the prototype trace
+
+
+@pytest.mark.parametrize(("num_flows", "bound"), [(2, 3.0), (4, 3.0), (8, 1.5), (16, 0.75)])
+def test_iaf_scale_bounds_shrink_with_depth_so_deep_stacks_stay_finite(num_flows, bound):
+    guide = AutoIAF(
+        lambda: pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1)), num_flows=num_flows
+    )
+    guide.setup()
+    specs = {layer.spec.log_scale_bound for layer in guide.flow.layers if hasattr(layer, "spec")}
+    assert specs == {bound}
+
+
+def test_eight_iaf_layers_train_on_the_funnel():
+    """At a per-layer bound of 3, eight layers overflowed here within 13 steps (3 of 3 seeds)."""
+    case = Funnel(dim=10)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoIAF(case.model, num_flows=8, stl=False)
+    elbo = Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1)
+    svi = SVI(case.model, guide, Adam({"lr": 1e-2}), elbo)
+    assert all(math.isfinite(svi.step()) for _ in range(60))
