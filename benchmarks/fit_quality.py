@@ -2,26 +2,36 @@
 
     python benchmarks/fit_quality.py                       # every guide, target and variant
     python benchmarks/fit_quality.py --guides AutoIAF --targets funnel --variants new old
+    python benchmarks/fit_quality.py --variants new --sweep # one default changed at a time
     python benchmarks/fit_quality.py --quick               # smoke run (the test suite does this)
 
-Variants (all at the same steps, learning rate, particles and seed):
+Variants (all at the same steps, learning rate, particles and seed unless they change them):
 
-- ``new``: the guide's current defaults (``affine="full"``, class default ``stl``, and
-  for AutoAffineCoupling ``log_scale_bound=1.5``);
-- ``old``: the previous defaults (``affine="diagonal"``, ``stl=False``, bound 3);
+- ``new``: the guide's current defaults;
+- ``old``: the first defaults (``affine="diagonal"``, ``stl=False``, no warm start, and
+  for AutoAffineCoupling ``log_scale_bound=3``);
 - ``stl``/``no_stl``: the defaults with sticking the landing forced on / off;
 - ``diagonal``: the defaults without the triangular linear head;
-- ``laplace``: the defaults plus ``warm_start="laplace"``.
+- ``laplace``/``cold``: the defaults with the Laplace warm start forced on / off.
 
-Every row also records seconds of training, so variants can be compared at equal
-wall-clock as well as at equal steps (``--equal-time`` trains each variant for the
-wall-clock the ``old`` variant took instead of a fixed number of steps).
-KL = log Z - ELBO, the ELBO estimated from 20,000 guide draws.
+``--sweep`` adds the variants that justify the remaining defaults, each changing one
+thing: ``flows_half``/``flows_double`` (depth), ``width_32``/``width_128`` (hidden
+widths), ``bins_4``/``bins_16`` (spline bins), ``lr_x0.3``/``lr_x3`` (learning rate),
+``cosine`` (the learning rate decayed to zero by a cosine over the steps) and
+``particles_1``/``particles_32``.
+
+Every target also gets Pyro's ``AutoNormal`` and ``AutoMultivariateNormal`` as reference
+rows (``--no-references`` drops them), so "no flow worse than AutoNormal" is checked in
+the same run. Every row records seconds of training; ``--equal-time`` also trains each
+variant for the wall-clock the ``old`` variant took (rows ``<variant>@time``), so one run
+compares at equal steps and at equal wall-clock. KL = log Z -
+ELBO, the ELBO estimated from 20,000 guide draws. A summary table per target ends the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import time
@@ -30,8 +40,9 @@ from pathlib import Path
 import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from pyro.infer.importance import vectorized_importance_weights
-from pyro.optim import Adam
+from pyro.optim import Adam, CosineAnnealingLR
 
 from flowguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
 from flowguide.models.exact import EXACT_MODELS
@@ -42,23 +53,61 @@ GUIDES = {
     "AutoNeuralSpline": AutoNeuralSpline,
     "AutoAffineCoupling": AutoAffineCoupling,
 }
+REFERENCES = {"AutoNormal": AutoNormal, "AutoMultivariateNormal": AutoMultivariateNormal}
+#: Guide options of each variant.
 VARIANTS = {
     "new": {},
-    "old": {"affine": "diagonal", "stl": False},
+    "old": {"affine": "diagonal", "stl": False, "warm_start": None},
     "stl": {"stl": True},
     "no_stl": {"stl": False},
     "diagonal": {"affine": "diagonal"},
     "laplace": {"warm_start": "laplace"},
+    "cold": {"warm_start": None},
 }
 #: Per-guide options of the ``old`` variant beyond ``VARIANTS["old"]``.
 OLD_EXTRA = {"AutoAffineCoupling": {"log_scale_bound": 3.0}}
+#: Training changes of the sweep: (lr factor, particles or None for --particles, cosine decay).
+TRAINING = {
+    "lr_x0.3": (0.3, None, False),
+    "lr_x3": (3.0, None, False),
+    "cosine": (1.0, None, True),
+    "particles_1": (1.0, 1, False),
+    "particles_32": (1.0, 32, False),
+}
+SWEEP = ["flows_half", "flows_double", "width_32", "width_128", "bins_4", "bins_16", *TRAINING]
 
 
-def fit(case, guide, steps: int, seconds: float | None, lr: float, particles: int) -> tuple[int, float]:
+def guide_options(name: str, variant: str) -> dict | None:
+    """Options of ``variant`` for guide ``name``; ``None`` where it does not apply."""
+    if variant in VARIANTS:
+        return {**VARIANTS[variant], **(OLD_EXTRA.get(name, {}) if variant == "old" else {})}
+    if variant in TRAINING:
+        return {}
+    defaults = {k: v.default for k, v in inspect.signature(GUIDES[name]).parameters.items()}
+    option, _, size = variant.partition("_")
+    if option == "flows":
+        return {
+            "num_flows": max(1, defaults["num_flows"] // 2 if size == "half" else defaults["num_flows"] * 2)
+        }
+    key = {"width": "hidden_dims", "bins": "bins"}[option]
+    if key not in defaults:
+        return None
+    value = int(size)
+    return {key: (value,) * len(defaults[key]) if key == "hidden_dims" else value}
+
+
+def fit(
+    case, guide, steps: int, seconds: float | None, lr: float, particles: int, cosine: bool = False
+) -> tuple[int, float]:
     """Train for ``steps`` (or ``seconds`` of wall-clock); return steps taken (negative if the
-    loss went non-finite: the fit diverged) and seconds."""
+    loss went non-finite: the fit diverged) and seconds. ``cosine`` decays the learning rate
+    to zero over ``steps`` by a half cosine."""
     elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
-    svi = SVI(case.model, guide, Adam({"lr": lr}), elbo)
+    if cosine:
+        optim = CosineAnnealingLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "T_max": steps})
+    else:
+        optim = Adam({"lr": lr})
+    svi = SVI(case.model, guide, optim, elbo)
     start, done = time.perf_counter(), 0
     while (done < steps) if seconds is None else (time.perf_counter() - start < seconds):
         try:
@@ -66,6 +115,8 @@ def fit(case, guide, steps: int, seconds: float | None, lr: float, particles: in
         except ValueError:  # a non-finite parameter caught by distribution validation
             loss = math.nan
         done += 1
+        if cosine:
+            optim.step()
         if not math.isfinite(loss):
             return -done, time.perf_counter() - start
     return done, time.perf_counter() - start
@@ -79,38 +130,61 @@ def kl(case, guide, num_samples: int) -> tuple[float, float]:
     return case.log_z - float(log_w.mean()), float(log_w.std()) / math.sqrt(num_samples)
 
 
+def run_one(args, case, name: str, variant: str, seconds: float | None = None) -> dict | None:
+    """Train and score one guide variant; ``seconds`` replaces the step budget by wall-clock."""
+    options = {} if name in REFERENCES else guide_options(name, variant)
+    if options is None:
+        return None
+    lr_factor, particles, cosine = TRAINING.get(variant, (1.0, None, False))
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    guide = {**GUIDES, **REFERENCES}[name](case.model, **options)
+    steps, spent = fit(
+        case, guide, args.steps, seconds, args.lr * lr_factor, particles or args.particles, cosine
+    )
+    value, se = kl(case, guide, args.samples) if steps > 0 else (math.nan, math.nan)
+    warm = getattr(guide, "warm_started", None)
+    label = variant if seconds is None else f"{variant}@time"
+    row = {"target": case.name, "guide": name, "variant": label, "kl": value, "se": se}
+    row.update(steps=steps, seconds=spent, warm_started=warm)
+    print(
+        f"{case.name:<22} {name:<22} {label:<12} KL {value:9.4f} ± {se:.4f}"
+        f"  {steps:5d} steps {spent:6.1f} s{'  (warm)' if warm else ''}",
+        flush=True,
+    )
+    return row
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     rows: list[dict] = []
     for target in args.targets:
         case = EXACT_MODELS[target]()
-        for name in args.guides:
+        case.name = target
+        for name in (list(REFERENCES) if args.references else []) + args.guides:
             budget = None
-            for variant in args.variants:
-                pyro.clear_param_store()
-                pyro.set_rng_seed(args.seed)
-                options = {**VARIANTS[variant], **(OLD_EXTRA.get(name, {}) if variant == "old" else {})}
-                guide = GUIDES[name](case.model, **options)
-                seconds = budget if args.equal_time and variant != "old" else None
-                steps, spent = fit(case, guide, args.steps, seconds, args.lr, args.particles)
-                if variant == "old":
-                    budget = spent
-                value, se = kl(case, guide, args.samples) if steps > 0 else (math.nan, math.nan)
-                row = {
-                    "target": target,
-                    "guide": name,
-                    "variant": variant,
-                    "kl": value,
-                    "se": se,
-                    "steps": steps,
-                    "seconds": spent,
-                }
-                rows.append(row)
-                print(
-                    f"{target:<22} {name:<19} {variant:<9} KL {value:9.4f} ± {se:.4f}"
-                    f"  {steps:5d} steps {spent:6.1f} s",
-                    flush=True,
-                )
+            for variant in ["reference"] if name in REFERENCES else args.variants:
+                row = run_one(args, case, name, variant)
+                if row is not None:
+                    rows.append(row)
+                    budget = row["seconds"] if variant == "old" else budget
+                if row is not None and args.equal_time and variant != "old":
+                    rows.append(run_one(args, case, name, variant, budget))
     return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """One table per target: variants down, guides across, KL in each cell."""
+    lines = []
+    for target in dict.fromkeys(row["target"] for row in rows):
+        mine = [row for row in rows if row["target"] == target]
+        guides = list(dict.fromkeys(row["guide"] for row in mine))
+        cells = {(row["variant"], row["guide"]): row for row in mine}
+        lines += [f"\nKL(q||p) on {target}", f"{'variant':<18}" + "".join(f"{g:>24}" for g in guides)]
+        for variant in dict.fromkeys(row["variant"] for row in mine):
+            found = [cells.get((variant, g)) for g in guides]
+            text = ["" if r is None else "diverged" if r["steps"] < 0 else f"{r['kl']:.4f}" for r in found]
+            lines.append(f"{variant:<18}" + "".join(f"{t:>24}" for t in text))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -119,13 +193,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--guides", nargs="+", default=list(GUIDES), choices=list(GUIDES))
     parser.add_argument("--targets", nargs="+", default=list(EXACT_MODELS), choices=list(EXACT_MODELS))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, *SWEEP])
+    parser.add_argument("--sweep", action="store_true", help="add the one-change-at-a-time variants")
+    parser.add_argument("--no-references", dest="references", action="store_false")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--particles", type=int, default=8)
     parser.add_argument("--samples", type=int, default=20_000, help="guide draws for the ELBO estimate")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--equal-time", action="store_true", help="give every variant the old variant's time")
+    parser.add_argument(
+        "--equal-time", action="store_true", help="also give every variant the old variant's wall-clock"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="a few steps of everything (smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
@@ -134,9 +212,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.steps, args.samples = 3, 200
         args.targets = args.targets[:2]
     torch.set_num_threads(args.threads)
-    if args.equal_time and "old" in args.variants:
+    if args.sweep:
+        args.variants = list(dict.fromkeys([*args.variants, *SWEEP]))
+    if args.equal_time:  # the old variant sets the wall-clock budget, so it runs first
         args.variants = ["old"] + [v for v in args.variants if v != "old"]
     rows = run(args)
+    print(summary(rows))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(

@@ -38,10 +38,28 @@ def test_fit_quality_quick_run(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(BENCHMARKS / "fit_quality.py"), run_name="__main__")
     out = capsys.readouterr().out
-    for variant in ("new", "old", "stl", "no_stl", "diagonal", "laplace"):
+    variants = {"new", "old", "stl", "no_stl", "diagonal", "laplace", "cold"}
+    for variant in variants:
         assert f" {variant} " in out
+    assert "KL(q||p) on beta_binomial" in out  # the summary table
     rows = json.loads(out_file.read_text())["rows"]
-    assert {row["variant"] for row in rows} == {"new", "old", "stl", "no_stl", "diagonal", "laplace"}
+    assert {row["variant"] for row in rows} == variants | {"reference"}
+    assert {row["guide"] for row in rows if row["variant"] == "reference"} == {
+        "AutoNormal",
+        "AutoMultivariateNormal",
+    }
+
+
+def test_fit_quality_sweep_changes_one_default_at_a_time():
+    fit_quality = runpy.run_path(str(BENCHMARKS / "fit_quality.py"))
+    options = fit_quality["guide_options"]
+    assert options("AutoPlanarFlow", "flows_double") == {"num_flows": 16}
+    assert options("AutoIAF", "flows_half") == {"num_flows": 2}
+    assert options("AutoIAF", "width_128") == {"hidden_dims": (128, 128)}
+    assert options("AutoNeuralSpline", "bins_16") == {"bins": 16}
+    assert options("AutoIAF", "bins_16") is None  # not an option of that guide: skipped
+    assert options("AutoPlanarFlow", "width_32") is None
+    assert options("AutoIAF", "cosine") == {}  # a training change, not a guide option
 
 
 def test_training_speed_quick_run(monkeypatch, capsys, tmp_path):
