@@ -17,7 +17,8 @@ Variants (all at the same steps, learning rate, particles and seed unless they c
 ``--sweep`` adds the variants that justify the remaining defaults, each changing one
 thing: ``flows_half``/``flows_double`` (depth), ``width_32``/``width_128`` (hidden
 widths), ``bins_4``/``bins_16`` (spline bins), ``lr_x0.3``/``lr_x3`` (learning rate),
-``cosine`` (the learning rate decayed to zero by a cosine over the steps) and
+``cosine`` (the learning rate decayed to zero by a cosine over the steps), ``decay``
+(``ClippedAdam`` with the rate decayed geometrically to 1% over the steps) and
 ``particles_1``/``particles_32``.
 
 Every target also gets Pyro's ``AutoNormal`` and ``AutoMultivariateNormal`` as reference
@@ -42,7 +43,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from pyro.infer.importance import vectorized_importance_weights
-from pyro.optim import Adam, CosineAnnealingLR
+from pyro.optim import Adam, ClippedAdam, CosineAnnealingLR
 
 from flowguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
 from flowguide.models.exact import EXACT_MODELS
@@ -66,13 +67,14 @@ VARIANTS = {
 }
 #: Per-guide options of the ``old`` variant beyond ``VARIANTS["old"]``.
 OLD_EXTRA = {"AutoAffineCoupling": {"log_scale_bound": 3.0}}
-#: Training changes of the sweep: (lr factor, particles or None for --particles, cosine decay).
+#: Training changes: (lr factor, particles or None for --particles, schedule or None).
 TRAINING = {
-    "lr_x0.3": (0.3, None, False),
-    "lr_x3": (3.0, None, False),
-    "cosine": (1.0, None, True),
-    "particles_1": (1.0, 1, False),
-    "particles_32": (1.0, 32, False),
+    "lr_x0.3": (0.3, None, None),
+    "lr_x3": (3.0, None, None),
+    "cosine": (1.0, None, "cosine"),
+    "decay": (1.0, None, "decay"),
+    "particles_1": (1.0, 1, None),
+    "particles_32": (1.0, 32, None),
 }
 SWEEP = ["flows_half", "flows_double", "width_32", "width_128", "bins_4", "bins_16", *TRAINING]
 
@@ -97,14 +99,18 @@ def guide_options(name: str, variant: str) -> dict | None:
 
 
 def fit(
-    case, guide, steps: int, seconds: float | None, lr: float, particles: int, cosine: bool = False
+    case, guide, steps: int, seconds: float | None, lr: float, particles: int, schedule: str | None = None
 ) -> tuple[int, float]:
     """Train for ``steps`` (or ``seconds`` of wall-clock); return steps taken (negative if the
-    loss went non-finite: the fit diverged) and seconds. ``cosine`` decays the learning rate
-    to zero over ``steps`` by a half cosine."""
+    loss went non-finite: the fit diverged) and seconds. ``schedule="cosine"`` decays the
+    learning rate to zero over ``steps`` by a half cosine; ``"decay"`` is
+    ``ClippedAdam`` with the rate decayed geometrically to 1% over ``steps``."""
     elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+    cosine = schedule == "cosine"
     if cosine:
         optim = CosineAnnealingLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "T_max": steps})
+    elif schedule == "decay":
+        optim = ClippedAdam({"lr": lr, "lrd": 0.01 ** (1 / steps)})
     else:
         optim = Adam({"lr": lr})
     svi = SVI(case.model, guide, optim, elbo)
@@ -135,12 +141,12 @@ def run_one(args, case, name: str, variant: str, seconds: float | None = None) -
     options = {} if name in REFERENCES else guide_options(name, variant)
     if options is None:
         return None
-    lr_factor, particles, cosine = TRAINING.get(variant, (1.0, None, False))
+    lr_factor, particles, schedule = TRAINING.get(variant, (1.0, None, None))
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     guide = {**GUIDES, **REFERENCES}[name](case.model, **options)
     steps, spent = fit(
-        case, guide, args.steps, seconds, args.lr * lr_factor, particles or args.particles, cosine
+        case, guide, args.steps, seconds, args.lr * lr_factor, particles or args.particles, schedule
     )
     value, se = kl(case, guide, args.samples) if steps > 0 else (math.nan, math.nan)
     warm = getattr(guide, "warm_started", None)
