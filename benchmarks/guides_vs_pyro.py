@@ -136,12 +136,11 @@ def speed(dims, depth, hidden, steps, repeats, particles) -> list[dict]:
         width = max(hidden, 2 * dim)  # Pyro's MADE refuses hidden layers narrower than D
         for family, (ours, theirs) in _pairs(depth, width).items():
             makers = {"ours": lambda m, ours=ours: ours(m, stl=False), "ours_default": ours, "pyro": theirs}
-            times = {
-                side: statistics.median(
-                    train(model, make(model), args, steps, 1e-3, particles, seed) for seed in range(repeats)
-                )
-                for side, make in makers.items()
-            }
+            runs: dict[str, list[float]] = {side: [] for side in makers}
+            for seed in range(repeats):  # sides interleaved, so drifting machine load hits all alike
+                for side, make in makers.items():
+                    runs[side].append(train(model, make(model), args, steps, 1e-3, particles, seed))
+            times = {side: statistics.median(values) for side, values in runs.items()}
             ratio, ratio_default = times["ours"] / times["pyro"], times["ours_default"] / times["pyro"]
             row = {"flow": family, "dim": dim, "hidden": width, **times}
             rows.append({**row, "ratio": ratio, "ratio_default": ratio_default})
