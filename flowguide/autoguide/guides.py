@@ -298,7 +298,8 @@ class AutoFlow(AutoContinuous):
 
     def _subsampled(self, args: tuple, kwargs: dict) -> bool:
         """Whether the model subsamples a plate (of latent or of observed sites)."""
-        trace = poutine.block(poutine.trace(self.model).get_trace)(*args, **kwargs)
+        with torch.random.fork_rng(devices=[]):  # leave the user's random stream as a cold start would
+            trace = poutine.block(poutine.trace(self.model).get_trace)(*args, **kwargs)
         return any(
             frame.full_size is not None and frame.full_size != frame.size
             for site in trace.nodes.values()

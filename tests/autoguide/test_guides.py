@@ -759,3 +759,13 @@ def test_eight_iaf_layers_train_on_the_funnel():
     elbo = Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1)
     svi = SVI(case.model, guide, Adam({"lr": 1e-2}), elbo)
     assert all(math.isfinite(svi.step()) for _ in range(60))
+
+
+def test_a_fallen_back_auto_warm_start_leaves_the_random_stream_as_a_cold_start_would():
+    case = Funnel(dim=5)
+    states = []
+    for warm_start in (None, "auto"):
+        pyro.set_rng_seed(0)
+        guide = AutoIAF(case.model, **SMALL, warm_start=warm_start).setup()
+        states.append((torch.cat([p.detach().reshape(-1) for p in guide.parameters()]), torch.randn(3)))
+    assert torch.equal(states[0][0], states[1][0]) and torch.equal(states[0][1], states[1][1])
