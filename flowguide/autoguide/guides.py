@@ -314,7 +314,9 @@ class AutoFlow(AutoContinuous):
         the cold start has the higher ELBO); records why in :attr:`warm_start_fallback`."""
         log_joint = functools.partial(self._log_joint, args=args, kwargs=kwargs)
         try:
-            laplace = self._laplace(loc, log_joint)
+            with warnings.catch_warnings():  # a diverging search visits NaN points: expected, and handled
+                warnings.filterwarnings("ignore", message="Encountered NaN")
+                laplace = self._laplace(loc, log_joint)
         except _NoJointDensity as error:
             if self.warm_start == "laplace":
                 raise

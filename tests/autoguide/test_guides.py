@@ -769,3 +769,14 @@ def test_a_fallen_back_auto_warm_start_leaves_the_random_stream_as_a_cold_start_
         guide = AutoIAF(case.model, **SMALL, warm_start=warm_start).setup()
         states.append((torch.cat([p.detach().reshape(-1) for p in guide.parameters()]), torch.randn(3)))
     assert torch.equal(states[0][0], states[1][0]) and torch.equal(states[0][1], states[1][1])
+
+
+def test_auto_warm_start_on_eight_schools_falls_back_without_a_warning():
+    """Its search visits NaN points; Pyro's "Encountered NaN" warnings are expected there."""
+    from flowguide.models import bundled_model
+
+    case = bundled_model("eight_schools")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guide = AutoIAF(case.model, **SMALL).setup(*case.args)
+    assert not guide.warm_started and guide.warm_start_fallback
