@@ -211,6 +211,20 @@ def test_device_option_places_parameters_and_data(device):
     assert all(p.device.type == device.type for p in trainer.params.values())
 
 
+def torchrun_two(script: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``script`` under ``torchrun`` with two gloo processes; assert it succeeded."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    run = subprocess.run(
+        [*torchrun, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run
+
+
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
     script = ROOT / "examples" / "distributed_logistic.py"
     common = ["--epochs", "2", "--num-data", "256", "--batch-size", "64", "--features", "8"]
@@ -221,15 +235,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         timeout=300,
     )
     assert one.returncode == 0, one.stderr[-2000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    two = subprocess.run(
-        [*torchrun, str(script), *common, "--out", str(tmp_path / "two.pt")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert two.returncode == 0, two.stderr[-2000:]
+    two = torchrun_two(script, *common, "--out", str(tmp_path / "two.pt"))
     assert "2 process(es), 8 steps" in two.stdout
     a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert a.keys() == b.keys()
@@ -263,16 +269,7 @@ def test_processes_start_from_rank_zeros_parameters(tmp_path):
     made one model at set-up: the trainer broadcasts rank 0's parameters."""
     script = tmp_path / "rank_seeded.py"
     script.write_text(RANK_SEEDED)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    run = subprocess.run(
-        [*torchrun, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "spread 0.0" in run.stdout
+    assert "spread 0.0" in torchrun_two(script).stdout
 
 
 def batched_regression(index, x, y):
