@@ -15,13 +15,13 @@ from 20,000 draws. A guide on one mode has KL near log 2 = 0.69.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
 import torch
+from _results import save_rows
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
@@ -83,11 +83,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         args.seeds, args.steps, args.anneal, args.samples = 1, 4, 2, 100
     rows = run(args)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps({"settings": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1)
-        )
+    save_rows(args.out, args, rows)
     return rows
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 import pyro
 import pyro.distributions.transforms as T
 import torch
+from _results import save_rows
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal, AutoNormalizingFlow
 from pyro.optim import Adam
@@ -108,11 +108,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         args.seconds, args.samples = 0.5, 50
     rows = run(args.models, args.guides, args.seconds, args.lr, args.particles, args.samples, args.seed)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps({"settings": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1)
-        )
+    save_rows(args.out, args, rows)
     return rows
 
 

@@ -21,7 +21,6 @@ below 1 means we are faster. zuko is an optional benchmark dependency
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 import zuko
+from _results import save_rows
 
 from flowguide import affine_coupling_flow, iaf, neural_spline_flow
 
@@ -127,11 +127,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         args.dims, args.batch, args.calls, args.repeats = [4], 16, 1, 1
     rows = run(args.dims, args.batch, args.calls, args.repeats, args.flows)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps({"settings": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1)
-        )
+    save_rows(args.out, args, rows)
     return rows
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # what `python benchmarks/x.py` does: the scripts import _results
 
 
 def test_guides_vs_pyro_quick_run(monkeypatch, capsys):
