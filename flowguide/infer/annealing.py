@@ -94,7 +94,14 @@ class AnnealedELBO(ELBO):
         return getattr(self.elbo, name)
 
     def advance(self) -> None:
-        """Move to the next step of the schedule."""
+        """Move to the next step of the schedule.
+
+        Example:
+            >>> elbo = AnnealedELBO(linear_schedule(4, start=0.2))
+            >>> elbo.advance()
+            >>> elbo.step, elbo.beta
+            (1, 0.4)
+        """
         self.step += 1
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):

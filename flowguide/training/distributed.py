@@ -83,6 +83,16 @@ def broadcast_from_main(tensors: list[Tensor]) -> None:
     The trainer does this to the parameters at set-up, so that processes whose
     initialization differed (a different data shard, a data-dependent warm start, an
     unseeded draw) still train one model.
+
+    Arguments:
+        tensors: Tensors of the same shapes on every process, overwritten in place.
+
+    Example:
+        >>> import torch
+        >>> weights = torch.ones(2)
+        >>> broadcast_from_main([weights])  # one process: nothing to copy
+        >>> weights
+        tensor([1., 1.])
     """
     if not is_distributed():
         return
