@@ -12,7 +12,11 @@ Variants (all at the same steps, learning rate, particles and seed unless they c
   for AutoAffineCoupling ``log_scale_bound=3``);
 - ``stl``/``no_stl``: the defaults with sticking the landing forced on / off;
 - ``diagonal``: the defaults without the triangular linear head;
-- ``laplace``/``cold``: the defaults with the Laplace warm start forced on / off.
+- ``laplace``/``cold``: the defaults with the Laplace warm start forced on / off;
+- ``recipe``: the defaults trained the way ``flowguide.training.fit`` trains them by
+  default, with the guide's measured recipe (its ``recommended_elbo()`` particles and
+  its learning-rate decay to ``lr_decay`` over the steps; torch Adam, no clipping)
+  instead of this script's Adam at a constant rate (equal steps only).
 
 ``--sweep`` adds the variants that justify the remaining defaults, each changing one
 thing: ``flows_half``/``flows_double`` (depth), ``width_32``/``width_128`` (hidden
@@ -47,6 +51,7 @@ from pyro.optim import Adam, ClippedAdam, CosineAnnealingLR
 
 from flowguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
 from flowguide.models.exact import EXACT_MODELS
+from flowguide.training import fit as train
 
 GUIDES = {
     "AutoPlanarFlow": AutoPlanarFlow,
@@ -64,6 +69,7 @@ VARIANTS = {
     "diagonal": {"affine": "diagonal"},
     "laplace": {"warm_start": "laplace"},
     "cold": {"warm_start": None},
+    "recipe": {},
 }
 #: Per-guide options of the ``old`` variant beyond ``VARIANTS["old"]``.
 OLD_EXTRA = {"AutoAffineCoupling": {"log_scale_bound": 3.0}}
@@ -128,6 +134,14 @@ def fit(
     return done, time.perf_counter() - start
 
 
+def fit_recipe(case, guide, steps: int) -> tuple[int, float]:
+    """Train with ``flowguide.training.fit`` at its defaults (the guide's recipe); steps
+    whose update the NaN guard refused count as a divergence (negative steps)."""
+    start = time.perf_counter()
+    history = train(case.model, guide, *case.args, steps=steps, device="cpu", progress=False)
+    return (-steps if history.skipped else steps), time.perf_counter() - start
+
+
 def kl(case, guide, num_samples: int) -> tuple[float, float]:
     with torch.no_grad():
         log_w = vectorized_importance_weights(
@@ -142,12 +156,17 @@ def run_one(args, case, name: str, variant: str, seconds: float | None = None) -
     if options is None:
         return None
     lr_factor, particles, schedule = TRAINING.get(variant, (1.0, None, None))
+    if variant == "recipe" and seconds is not None:
+        return None  # the recipe's schedule is planned in steps
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     guide = {**GUIDES, **REFERENCES}[name](case.model, **options)
-    steps, spent = fit(
-        case, guide, args.steps, seconds, args.lr * lr_factor, particles or args.particles, schedule
-    )
+    if variant == "recipe":
+        steps, spent = fit_recipe(case, guide, args.steps)
+    else:
+        steps, spent = fit(
+            case, guide, args.steps, seconds, args.lr * lr_factor, particles or args.particles, schedule
+        )
     value, se = kl(case, guide, args.samples) if steps > 0 else (math.nan, math.nan)
     warm = getattr(guide, "warm_started", None)
     label = variant if seconds is None else f"{variant}@time"

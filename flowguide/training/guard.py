@@ -10,7 +10,7 @@ and the model or guide sample sites whose log-density, or its gradient, is not f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +44,15 @@ class NaNGuard:
 
 class NonFiniteError(FloatingPointError):
     """Training stopped after too many consecutive non-finite steps; the message says where."""
+
+
+def all_finite(tensors: Sequence[Tensor]) -> bool:
+    """Whether every entry of every tensor is finite, with one device synchronization: the
+    largest absolute entry of each (a NaN or an infinity carries through, and unlike a
+    2-norm it cannot overflow) is checked at once."""
+    if not tensors:
+        return True
+    return bool(torch.isfinite(torch.stack([t.detach().abs().max() for t in tensors if t.numel()])).all())
 
 
 def bad_gradients(named_params: Iterable[tuple[str, Tensor]]) -> list[str]:

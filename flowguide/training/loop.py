@@ -11,9 +11,11 @@ run continues bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from torch import Tensor
 from flowguide.training import distributed
 from flowguide.training.checkpoint import load_checkpoint, save_checkpoint
 from flowguide.training.device import resolve_device, to_device
-from flowguide.training.guard import NaNGuard, NonFiniteError, bad_gradients, diagnose
+from flowguide.training.guard import NaNGuard, NonFiniteError, all_finite, bad_gradients, diagnose
 
 __all__ = ["History", "TrainingInterrupted", "Trainer", "fit", "fit_loader", "EarlyStopping"]
 
@@ -98,8 +100,14 @@ class Trainer:
         model: A Pyro model.
         guide: A Pyro guide for it.
         optimizer: ``params -> torch.optim.Optimizer``; default Adam with lr 1e-2.
-        loss: A Pyro ELBO (anything with ``differentiable_loss``); default ``Trace_ELBO()``.
+        loss: A Pyro ELBO (anything with ``differentiable_loss``). Default: the guide's
+            ``recommended_elbo()`` where it has one (flow autoguides: 8 vectorized
+            particles), else ``Trace_ELBO()``.
         scheduler: ``optimizer -> lr scheduler``, stepped after every applied update.
+            ``"auto"`` (default) applies the guide's measured schedule where it has one:
+            the rate decays geometrically to ``guide.lr_decay`` of its initial value over
+            the steps of the run (:attr:`planned_steps`, set by :meth:`fit` and
+            :meth:`fit_loader`), then stays there. ``None`` keeps the rate constant.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         guard: NaN guard settings; ``None`` turns the guard off.
         checkpoint: Path of the checkpoint file (written atomically by rank 0).
@@ -119,7 +127,7 @@ class Trainer:
         *,
         optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer] | None = None,
         loss: Any = None,
-        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | str | None = "auto",
         device: str | torch.device = "auto",
         guard: NaNGuard | None = DEFAULT_GUARD,
         checkpoint: str | Path | None = None,
@@ -132,9 +140,18 @@ class Trainer:
             raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
         self.model, self.guide = model, guide
         self.device = resolve_device(device)
-        self.make_optimizer = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-2))
-        self.make_scheduler = scheduler
-        self.elbo = loss if loss is not None else Trace_ELBO()
+        self.make_optimizer = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-2, foreach=True))
+        if isinstance(scheduler, str) and scheduler != "auto":
+            raise ValueError(f"scheduler must be a callable, 'auto' or None, got {scheduler!r}")
+        self.make_scheduler = self._guide_schedule if scheduler == "auto" else scheduler
+        #: Steps the run is planned to take (the horizon of the ``"auto"`` schedule).
+        self.planned_steps: int | None = None
+        self._recipe_loss = loss is None and callable(getattr(guide, "recommended_elbo", None))
+        if self._recipe_loss:
+            self.elbo = guide.recommended_elbo()
+        else:
+            self.elbo = loss if loss is not None else Trace_ELBO()
+        self._compile = compile
         if not callable(getattr(self.elbo, "differentiable_loss", None)):
             raise TypeError(
                 f"loss must have a differentiable_loss method (the trainer differentiates it); "
@@ -163,9 +180,13 @@ class Trainer:
         if self.optimizer is not None:
             return self
         args, kwargs = to_device(args, self.device), to_device(kwargs, self.device)
-        with torch.device(self.device), poutine.trace(param_only=True) as capture:
-            self.loss_fn(self.model, self.guide, *args, **kwargs)
-        self.params = {name: site["value"].unconstrained() for name, site in capture.trace.nodes.items()}
+        try:
+            trace = self._param_trace(args, kwargs)
+        except (RuntimeError, ValueError, IndexError) as error:
+            if not self._recipe_loss:
+                raise
+            trace = self._sequential_particles(error, args, kwargs)
+        self.params = {name: site["value"].unconstrained() for name, site in trace.nodes.items()}
         if not self.params:
             raise ValueError("the model and guide have no parameters to train")
         distributed.broadcast_from_main(list(self.params.values()))  # one model on every process
@@ -224,14 +245,14 @@ class Trainer:
         self.setup(*args, **kwargs)
         args, kwargs = to_device(args, self.device), to_device(kwargs, self.device)
         self.optimizer.zero_grad(set_to_none=False)
-        with torch.device(self.device):
+        with self._default_device():
             loss = self.loss_fn(self.model, self.guide, *args, **kwargs)
         if torch.isfinite(loss) and loss.requires_grad:
             loss.backward()
         loss = loss.detach().reshape(1).clone()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params.values()]
         distributed.all_reduce_mean([loss, *grads])
-        ok = bool(torch.isfinite(loss).all()) and not bad_gradients(self.params.items())
+        ok = all_finite([loss, *grads])
         if ok:
             ok = self._apply()
         return float(loss), ok
@@ -240,7 +261,7 @@ class Trainer:
         check = self.guard is not None and self.guard.check_params
         before = [p.detach().clone() for p in self.params.values()] if check else None
         self.optimizer.step()
-        if check and not all(torch.isfinite(p).all() for p in self.params.values()):
+        if check and not all_finite(list(self.params.values())):
             with torch.no_grad():
                 for p, old in zip(self.params.values(), before, strict=True):
                     p.copy_(old)
@@ -255,11 +276,50 @@ class Trainer:
     def _advances(self) -> bool:
         return callable(getattr(self.elbo, "advance", None))
 
+    def _default_device(self):
+        """Tensors the model creates land on the trainer's device. On the CPU, where they
+        land anyway, no device mode is entered: it intercepts every torch call (measured
+        0.019 against 0.011 s per AutoIAF step on the banana)."""
+        return contextlib.nullcontext() if self.device == torch.device("cpu") else torch.device(self.device)
+
+    def _param_trace(self, args: tuple, kwargs: dict) -> poutine.Trace:
+        with self._default_device(), poutine.trace(param_only=True) as capture:
+            self.loss_fn(self.model, self.guide, *args, **kwargs)
+        return capture.trace
+
+    def _sequential_particles(self, error: Exception, args: tuple, kwargs: dict) -> poutine.Trace:
+        """The guide's recommended ELBO failed on its vectorized particles: models written
+        for one draw (a matrix product over a latent, say) do not broadcast over a particle
+        dimension. Keep the particles, drawn one after another, and say so."""
+        self.elbo = self.guide.recommended_elbo(vectorize_particles=False)
+        self.loss_fn = _maybe_compiled(self.elbo.differentiable_loss, self._compile)
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        warnings.warn(
+            f"the model does not vectorize over particles ({type(error).__name__}: {first}); training "
+            f"with {self.elbo.num_particles} sequential particles, {self.elbo.num_particles}x the cost "
+            "per step. Pass loss= to choose the ELBO.",
+            stacklevel=3,
+        )
+        return self._param_trace(args, kwargs)
+
+    def _guide_schedule(self, optimizer: torch.optim.Optimizer) -> Any:
+        """The guide's measured learning-rate decay over :attr:`planned_steps` (or none)."""
+        decay = getattr(self.guide, "lr_decay", None)
+        if decay is None:
+            return None
+
+        def factor(update: int) -> float:
+            horizon = self.planned_steps
+            return decay ** (min(update, horizon) / horizon) if horizon else 1.0
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
     # ------------------------------------------------------------------------ loops
     def fit(self, *args, steps: int, **kwargs) -> History:
         """Run until ``steps`` steps are done in all (a resumed history counts)."""
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
+        self.planned_steps = steps
         self.setup(*args, **kwargs)
         with self._signals(), self._bar(steps) as bar:
             while self.history.step < steps:
@@ -276,6 +336,7 @@ class Trainer:
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         total = epochs * len(loader)
+        self.planned_steps = total
         with self._signals(), self._bar(total) as bar:
             while self.history.epoch < epochs:
                 if self._epoch(loader, bar, kwargs):
@@ -387,7 +448,6 @@ def _maybe_compiled(loss_fn: Callable, compile: bool) -> Callable:
         except Exception as error:  # torch.compile cannot trace most Pyro programs
             if state["fn"] is loss_fn:
                 raise
-            import warnings
 
             warnings.warn(
                 f"torch.compile of the loss failed ({type(error).__name__}); running eagerly", stacklevel=2

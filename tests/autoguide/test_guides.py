@@ -780,3 +780,30 @@ def test_auto_warm_start_on_eight_schools_falls_back_without_a_warning():
         warnings.simplefilter("error")
         guide = AutoIAF(case.model, **SMALL).setup(*case.args)
     assert not guide.warm_started and guide.warm_start_fallback
+
+
+@pytest.mark.parametrize("name", list(GUIDES))
+def test_recommended_optim_decays_the_rate_to_lr_decay_over_the_run(name):
+    """``recommended_optim(n)`` is the measured recipe for SVI: after n steps the rate is
+    ``lr * lr_decay`` (ClippedAdam's ``lrd``), or still ``lr`` where the class keeps it."""
+
+    def model():
+        pyro.sample("z", dist.Normal(torch.tensor([1.0, -1.0]), 0.5).to_event(1))
+
+    guide = GUIDES[name](model)
+    optim = guide.recommended_optim(40, lr=0.02)
+    expected = "ClippedAdam" if guide.lr_decay is not None else "Adam"
+    assert optim.pt_optim_constructor.__name__ == expected
+    elbo = guide.recommended_elbo()
+    assert (elbo.num_particles, elbo.vectorize_particles) == (8, True)
+    svi = SVI(model, guide, optim, elbo)
+    for _ in range(40):
+        svi.step()
+    rates = [group["lr"] for opt in optim.optim_objs.values() for group in opt.param_groups]
+    final = 0.02 * (guide.lr_decay if guide.lr_decay is not None else 1.0)
+    assert rates and rates == pytest.approx([final] * len(rates), rel=1e-9)
+    assert (AutoPlanarFlow.lr_decay, AutoIAF.lr_decay) == (None, 0.01)
+    with pytest.raises(ValueError, match="num_steps"):
+        guide.recommended_optim(0)
+    with pytest.raises(ValueError, match="lr"):
+        guide.recommended_optim(10, lr=-1.0)

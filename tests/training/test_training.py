@@ -17,7 +17,7 @@ import torch
 from pyro.infer.autoguide import AutoNormal
 from torch.utils.data import TensorDataset
 
-from flowguide import AutoIAF
+from flowguide import AutoIAF, AutoPlanarFlow
 from flowguide.training import (
     EarlyStopping,
     NaNGuard,
@@ -41,7 +41,7 @@ def regression(x, y):
     w = pyro.sample("w", dist.Normal(torch.zeros(3, device=x.device), 1.0).to_event(1))
     noise = pyro.param("noise", torch.tensor(1.0, device=x.device), constraint=dist.constraints.positive)
     with pyro.plate("data", x.shape[0]):
-        pyro.sample("y", dist.Normal(x @ w, noise), obs=y)
+        pyro.sample("y", dist.Normal((x @ w.unsqueeze(-1)).squeeze(-1), noise), obs=y)  # particles broadcast
 
 
 def fresh(seed: int = 0, guide_cls=AutoIAF, model=regression):
@@ -60,8 +60,16 @@ def test_resume_continues_bit_for_bit(tmp_path, device):
     straight.fit(*args, steps=40)
     expected = trained(straight.params)
 
-    first = Trainer(regression, fresh(), device=device, progress=False, checkpoint=tmp_path / "ckpt.pt")
-    first.fit(*args, steps=17)
+    stop_at_17 = [lambda step, loss, history: step == 17]  # an interrupted run of 40 planned steps
+    first = Trainer(
+        regression,
+        fresh(),
+        device=device,
+        progress=False,
+        checkpoint=tmp_path / "ckpt.pt",
+        callbacks=stop_at_17,
+    )
+    first.fit(*args, steps=40)
     assert load_checkpoint(tmp_path / "ckpt.pt")["history"].step == 17
     # a different seed and fresh parameters: everything must come from the checkpoint
     resumed = Trainer(regression, fresh(seed=99), device=device, progress=False).resume(
@@ -189,6 +197,47 @@ def test_callbacks_stop_early_and_schedules_run():
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**4)
 
 
+def test_the_guides_measured_recipe_is_the_default():
+    """A flow guide trains with its recommended ELBO (8 vectorized particles) and its learning
+    rate decays to ``lr_decay`` of the initial rate over the planned steps, then stays."""
+    trainer = Trainer(regression, fresh(), device="cpu", progress=False)
+    assert (trainer.elbo.num_particles, trainer.elbo.vectorize_particles) == (8, True)
+    trainer.fit(X, Y, steps=30)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * AutoIAF.lr_decay)
+    assert trainer.optimizer.param_groups[0]["lr"] < 1e-2 * AutoIAF.lr_decay ** (29 / 30)
+    trainer.planned_steps = 20  # past the horizon the rate stays at the floor
+    trainer.fit(X, Y, steps=40)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * AutoIAF.lr_decay)
+
+    constant = Trainer(regression, fresh(), device="cpu", progress=False, scheduler=None)
+    constant.fit(X, Y, steps=30)
+    assert constant.optimizer.param_groups[0]["lr"] == 1e-2
+    planar = Trainer(regression, fresh(guide_cls=AutoPlanarFlow), device="cpu", progress=False)
+    planar.fit(X, Y, steps=30)  # the planar recipe keeps the rate constant
+    assert planar.optimizer.param_groups[0]["lr"] == 1e-2 and planar.elbo.num_particles == 8
+    plain = Trainer(regression, fresh(guide_cls=AutoNormal), device="cpu", progress=False)
+    plain.fit(X, Y, steps=5)  # a guide without a recipe: one particle, constant rate
+    assert plain.elbo.num_particles == 1 and plain.scheduler is None
+
+
+def unvectorized(x, y):
+    """``x @ w`` does not broadcast over a particle dimension of ``w``."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(x @ w, 1.0), obs=y)
+
+
+def test_a_model_that_does_not_vectorize_gets_sequential_particles_and_a_warning():
+    trainer = Trainer(unvectorized, fresh(model=unvectorized), device="cpu", progress=False)
+    with pytest.warns(UserWarning, match=r"does not vectorize over particles.*8 sequential particles"):
+        history = trainer.fit(X, Y, steps=20)
+    assert (trainer.elbo.num_particles, trainer.elbo.vectorize_particles) == (8, False)
+    assert all(torch.isfinite(torch.tensor(history.losses)))
+    with pytest.raises(RuntimeError):  # a loss the user chose is never swapped
+        guide = fresh(model=unvectorized)
+        Trainer(unvectorized, guide, device="cpu", loss=guide.recommended_elbo()).setup(X, Y)
+
+
 def test_bad_options_raise():
     with pytest.raises(ValueError, match="max_bad_steps"):
         NaNGuard(max_bad_steps=0)
@@ -198,6 +247,8 @@ def test_bad_options_raise():
         Trainer(regression, fresh(), checkpoint_every=-1)
     with pytest.raises(ValueError, match="steps"):
         Trainer(regression, fresh(), device="cpu").fit(X, Y, steps=-1)
+    with pytest.raises(ValueError, match="scheduler"):
+        Trainer(regression, fresh(), scheduler="cosine")
     with pytest.raises(TypeError, match=r"RenyiELBO has none.*DReG_ELBO"):
         Trainer(regression, fresh(), loss=pyro.infer.RenyiELBO(alpha=0.0))
     if not torch.cuda.is_available():
@@ -246,7 +297,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
 RANK_SEEDED = """
 import pyro, pyro.distributions as dist, torch, torch.distributed as td
-from flowguide import AutoIAF
+from flowguide import AutoIAF, AutoPlanarFlow
 from flowguide.training import Trainer, init_from_env
 
 def model():
