@@ -39,7 +39,7 @@ def test_fit_quality_quick_run(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(BENCHMARKS / "fit_quality.py"), run_name="__main__")
     out = capsys.readouterr().out
-    variants = {"new", "old", "stl", "no_stl", "diagonal", "laplace", "cold"}
+    variants = {"new", "old", "stl", "no_stl", "diagonal", "laplace", "cold", "recipe"}
     for variant in variants:
         assert f" {variant} " in out
     assert "KL(q||p) on beta_binomial" in out  # the summary table

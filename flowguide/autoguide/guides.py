@@ -241,13 +241,18 @@ class AutoFlow(AutoContinuous):
     lr_decay: float | None = 0.01
     #: Training recipe: vectorized ELBO particles per step (:meth:`recommended_elbo`).
     recommended_particles: int = 8
+    #: Training recipe: every gradient entry is clamped to ``[-c, c]`` before the update
+    #: (``ClippedAdam``'s ``clip_norm``; ``None``: no clamp). On the funnel it halved
+    #: AutoIAF's KL on one seed (0.71 -> 0.32 nats) and left the other alone.
+    recommended_grad_clamp: float | None = 10.0
 
     def recommended_optim(self, num_steps: int, lr: float = 1e-2) -> PyroOptim:
         r"""Pyro optimizer of the measured recipe for ``num_steps`` SVI steps.
 
         ``ClippedAdam`` with the rate decayed geometrically, :math:`\text{lr}_t = \text{lr}
-        \cdot \text{lr\_decay}^{t / \text{num\_steps}}`, or plain ``Adam`` where the class
-        keeps the rate constant (:attr:`lr_decay` is ``None``). A decayed rate settles the
+        \cdot \text{lr\_decay}^{t / \text{num\_steps}}`, and gradient entries clamped to
+        :attr:`recommended_grad_clamp`; plain ``Adam`` where the class does neither
+        (``AutoPlanarFlow``). A decayed rate settles the
         final iterate: Adam's steps keep a size of about ``lr`` even where the gradient is
         pure noise, so at a constant rate the guide jitters around the optimum.
 
@@ -268,9 +273,11 @@ class AutoFlow(AutoContinuous):
             raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
         if not (isinstance(lr, (int, float)) and lr > 0):
             raise ValueError(f"lr must be a positive number, got {lr!r}")
-        if self.lr_decay is None:
+        if self.lr_decay is None and self.recommended_grad_clamp is None:
             return Adam({"lr": lr})
-        return ClippedAdam({"lr": lr, "lrd": self.lr_decay ** (1.0 / num_steps)})
+        lrd = 1.0 if self.lr_decay is None else self.lr_decay ** (1.0 / num_steps)
+        clamp = math.inf if self.recommended_grad_clamp is None else self.recommended_grad_clamp
+        return ClippedAdam({"lr": lr, "lrd": lrd, "clip_norm": clamp})
 
     def recommended_elbo(self, **options: Any) -> Trace_ELBO:
         """``Trace_ELBO`` with the recipe's :attr:`recommended_particles`, vectorized;
@@ -605,6 +612,7 @@ class AutoPlanarFlow(AutoFlow):
     # Measured: a decayed rate stops the planar layers before they reach the posterior
     # (banana 0.23 -> 0.34 nats, funnel 1.62 -> 1.89), so the rate stays constant.
     lr_decay = None
+    recommended_grad_clamp = None
 
     def __init__(
         self,

@@ -108,6 +108,9 @@ class Trainer:
             the rate decays geometrically to ``guide.lr_decay`` of its initial value over
             the steps of the run (:attr:`planned_steps`, set by :meth:`fit` and
             :meth:`fit_loader`), then stays there. ``None`` keeps the rate constant.
+        grad_clamp: Clamp every gradient entry to ``[-c, c]`` before the update (what
+            Pyro's ``ClippedAdam`` does). ``"auto"`` (default) takes the guide's
+            ``recommended_grad_clamp`` where it has one; ``None`` leaves gradients alone.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         guard: NaN guard settings; ``None`` turns the guard off.
         checkpoint: Path of the checkpoint file (written atomically by rank 0).
@@ -128,6 +131,7 @@ class Trainer:
         optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer] | None = None,
         loss: Any = None,
         scheduler: Callable[[torch.optim.Optimizer], Any] | str | None = "auto",
+        grad_clamp: float | str | None = "auto",
         device: str | torch.device = "auto",
         guard: NaNGuard | None = DEFAULT_GUARD,
         checkpoint: str | Path | None = None,
@@ -144,6 +148,11 @@ class Trainer:
         if isinstance(scheduler, str) and scheduler != "auto":
             raise ValueError(f"scheduler must be a callable, 'auto' or None, got {scheduler!r}")
         self.make_scheduler = self._guide_schedule if scheduler == "auto" else scheduler
+        if grad_clamp == "auto":
+            grad_clamp = getattr(guide, "recommended_grad_clamp", None)
+        if grad_clamp is not None and not (isinstance(grad_clamp, (int, float)) and grad_clamp > 0):
+            raise ValueError(f"grad_clamp must be a positive number, 'auto' or None, got {grad_clamp!r}")
+        self.grad_clamp = None if grad_clamp is None else float(grad_clamp)
         #: Steps the run is planned to take (the horizon of the ``"auto"`` schedule).
         self.planned_steps: int | None = None
         self._recipe_loss = loss is None and callable(getattr(guide, "recommended_elbo", None))
@@ -253,6 +262,9 @@ class Trainer:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params.values()]
         distributed.all_reduce_mean([loss, *grads])
         ok = all_finite([loss, *grads])
+        if ok and self.grad_clamp is not None:
+            for grad in grads:
+                grad.clamp_(-self.grad_clamp, self.grad_clamp)
         if ok:
             ok = self._apply()
         return float(loss), ok

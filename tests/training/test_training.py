@@ -202,6 +202,7 @@ def test_the_guides_measured_recipe_is_the_default():
     rate decays to ``lr_decay`` of the initial rate over the planned steps, then stays."""
     trainer = Trainer(regression, fresh(), device="cpu", progress=False)
     assert (trainer.elbo.num_particles, trainer.elbo.vectorize_particles) == (8, True)
+    assert trainer.grad_clamp == AutoIAF.recommended_grad_clamp == 10.0
     trainer.fit(X, Y, steps=30)
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * AutoIAF.lr_decay)
     assert trainer.optimizer.param_groups[0]["lr"] < 1e-2 * AutoIAF.lr_decay ** (29 / 30)
@@ -215,9 +216,22 @@ def test_the_guides_measured_recipe_is_the_default():
     planar = Trainer(regression, fresh(guide_cls=AutoPlanarFlow), device="cpu", progress=False)
     planar.fit(X, Y, steps=30)  # the planar recipe keeps the rate constant
     assert planar.optimizer.param_groups[0]["lr"] == 1e-2 and planar.elbo.num_particles == 8
+    assert planar.grad_clamp is None
     plain = Trainer(regression, fresh(guide_cls=AutoNormal), device="cpu", progress=False)
     plain.fit(X, Y, steps=5)  # a guide without a recipe: one particle, constant rate
-    assert plain.elbo.num_particles == 1 and plain.scheduler is None
+    assert plain.elbo.num_particles == 1 and plain.scheduler is None and plain.grad_clamp is None
+
+
+def test_grad_clamp_bounds_every_gradient_entry():
+    """With SGD at rate 1, a step moves each parameter entry by its (clamped) gradient."""
+    guide = fresh()
+    sgd = lambda params: torch.optim.SGD(params, lr=1.0)  # noqa: E731
+    trainer = Trainer(regression, guide, device="cpu", progress=False, optimizer=sgd, grad_clamp=1e-3)
+    trainer.setup(X, Y)
+    before = trained(trainer.params)
+    trainer.fit(X, Y, steps=1)
+    moves = torch.cat([(trainer.params[n].detach() - v).abs().reshape(-1) for n, v in before.items()])
+    assert 0.99e-3 < moves.max() <= 1.001e-3  # clamped (float32 rounding of p - 1e-3), and an entry hit it
 
 
 def unvectorized(x, y):
@@ -249,6 +263,8 @@ def test_bad_options_raise():
         Trainer(regression, fresh(), device="cpu").fit(X, Y, steps=-1)
     with pytest.raises(ValueError, match="scheduler"):
         Trainer(regression, fresh(), scheduler="cosine")
+    with pytest.raises(ValueError, match="grad_clamp"):
+        Trainer(regression, fresh(), grad_clamp=-1.0)
     with pytest.raises(TypeError, match=r"RenyiELBO has none.*DReG_ELBO"):
         Trainer(regression, fresh(), loss=pyro.infer.RenyiELBO(alpha=0.0))
     if not torch.cuda.is_available():
