@@ -8,7 +8,10 @@ observations, Gaussian posterior) trained by ``flowguide.training.Trainer`` with
 ``Trace_ELBO`` and 8 vectorized particles: seconds per step (median over repeats, after
 warm-up steps), steps per second and latent draws per second, for each guide on each
 device, and the CUDA / CPU speed-up as a ratio when a GPU is present. The code never
-assumes one. (The digits VAE rows this benchmark is meant to carry wait for the VAE.)
+assumes one. On the CPU each guide is also stepped by ``pyro.infer.SVI`` with the same
+ELBO and the guide's ``recommended_optim``, interleaved with the trainer's repeats, and
+the ``trainer / SVI`` ratio is printed: the trainer's own overhead (NaN guard, gradient
+all-reduce, clamp, schedule). The digits VAE rows follow.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO
+from pyro.infer import SVI, Trace_ELBO
 
 from flowguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline
 from flowguide.models.exact import ConjugateRegression
@@ -43,6 +46,22 @@ def seconds_per_step(name: str, device: str, dim: int, steps: int, warmup: int, 
     trainer.fit(*args, steps=warmup + steps)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def svi_seconds_per_step(name: str, dim: int, steps: int, warmup: int, particles: int) -> float:
+    """The same guide, model and ELBO stepped by ``pyro.infer.SVI`` (CPU)."""
+    case = ConjugateRegression(dim=dim, num_data=500)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = GUIDES[name](case.model)
+    elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+    svi = SVI(case.model, guide, guide.recommended_optim(warmup + steps), elbo)
+    for _ in range(warmup):
+        svi.step(*case.args)
+    start = time.perf_counter()
+    for _ in range(steps):
+        svi.step(*case.args)
     return (time.perf_counter() - start) / steps
 
 
@@ -90,16 +109,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     print(f"D = {args.dim}, {args.particles} particles; median of {args.repeats} runs of {args.steps} steps")
-    print(f"{'guide':20s} {'device':6s} {'s/step':>9s} {'steps/s':>8s} {'draws/s':>9s} {'vs cpu':>7s}")
+    print(
+        f"{'guide':20s} {'device':6s} {'s/step':>9s} {'steps/s':>8s} {'draws/s':>9s} {'vs cpu':>7s}"
+        f" {'SVI s/step':>11s} {'trainer/SVI':>12s}"
+    )
     for name in GUIDES:
         cpu = None
         for device in devices:
-            runs = [seconds_per_step(name, device, args.dim, args.steps, args.warmup, args.particles)]
-            runs += [
-                seconds_per_step(name, device, args.dim, args.steps, 0, args.particles)
-                for _ in range(args.repeats - 1)
-            ]
+            runs, svi_runs = [], []
+            for repeat in range(args.repeats):  # interleaved, so drifts in machine load hit both
+                warmup = args.warmup if repeat == 0 else 1
+                runs.append(seconds_per_step(name, device, args.dim, args.steps, warmup, args.particles))
+                if device == "cpu":
+                    svi_runs.append(svi_seconds_per_step(name, args.dim, args.steps, warmup, args.particles))
             t = statistics.median(runs)
+            svi = statistics.median(svi_runs) if svi_runs else None
             cpu = t if device == "cpu" else cpu
             row = {
                 "guide": name,
@@ -109,9 +133,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "steps_per_second": 1 / t,
                 "draws_per_second": args.particles / t,
                 "speedup_vs_cpu": cpu / t,
+                "svi_seconds_per_step": svi,
+                "trainer_over_svi": t / svi if svi else None,
             }
             rows.append(row)
-            print(f"{name:20s} {device:6s} {t:9.4f} {1 / t:8.1f} {args.particles / t:9.0f} {cpu / t:7.2f}")
+            tail = f" {svi:11.4f} {t / svi:12.2f}" if svi else ""
+            print(
+                f"{name:20s} {device:6s} {t:9.4f} {1 / t:8.1f} {args.particles / t:9.0f} {cpu / t:7.2f}{tail}"
+            )
     cpu = None
     for device in devices:
         t = statistics.median(

@@ -1,11 +1,14 @@
 """The NaN guard: non-finite steps are not applied, and repeated ones are explained.
 
 A step is bad when its loss, any gradient, or any parameter after the update is not
-finite. A bad step leaves the parameters and the optimizer state as they were before
-it (the update is skipped, or rolled back from a copy), optionally lowers the learning
-rate, and after ``max_bad_steps`` bad steps in a row training stops with
-:class:`NonFiniteError`, whose message names the parameters with non-finite gradients
-and the model or guide sample sites whose log-density, or its gradient, is not finite.
+finite. A bad step leaves the parameters as they were before it: a non-finite loss or
+gradient skips the update (the optimizer state is untouched too), and an update that
+made a parameter non-finite is rolled back from a copy of the parameters (the
+optimizer's own state, e.g. Adam's moments, keeps that step: its gradients were
+finite, so it stays finite). The guard optionally lowers the learning rate, and after
+``max_bad_steps`` bad steps in a row training stops with :class:`NonFiniteError`, whose
+message names the parameters with non-finite gradients and the model or guide sample
+sites whose log-density, or its gradient, is not finite.
 """
 
 from __future__ import annotations

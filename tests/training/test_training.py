@@ -342,7 +342,7 @@ def test_processes_start_from_rank_zeros_parameters(tmp_path):
 def batched_regression(index, x, y):
     w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
     with pyro.plate("data", 40, subsample=index):
-        pyro.sample("y", dist.Normal(x @ w, 0.3), obs=y)
+        pyro.sample("y", dist.Normal((x @ w.unsqueeze(-1)).squeeze(-1), 0.3), obs=y)
 
 
 def test_minibatch_fit_resumes_mid_epoch(tmp_path):
