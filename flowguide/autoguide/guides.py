@@ -168,6 +168,11 @@ class AutoFlow(AutoContinuous):
     inside a subsampled plate are refused: one joint density cannot follow a minibatch.
     Use :class:`~pyro.infer.autoguide.AutoGuideList` with a local guide for those.
 
+    Each class carries the training recipe measured for it (``benchmarks/README.md``):
+    :attr:`recommended_particles`, :attr:`lr_decay` and :attr:`recommended_grad_clamp`.
+    :func:`flowguide.training.fit` applies it by default; with ``SVI``,
+    :meth:`recommended_optim` and :meth:`recommended_elbo` build it.
+
     Example:
         >>> import pyro, pyro.distributions as dist, torch
         >>> from pyro.infer import SVI, Trace_ELBO
