@@ -1,6 +1,9 @@
 r"""Side-by-side comparison of guides on one model: the project's main job.
 
-Every guide is trained with the same optimizer, steps, particles and seed, then scored
+Every guide is trained with the same optimizer (Adam at a constant rate, or with
+``schedule="decay"`` the flow guides' recipe for all: ``ClippedAdam`` with the rate
+decayed to 1% over the steps and gradient entries clamped to ±10), steps, particles and
+seed, then scored
 from the same number of its own draws: the ELBO with its standard error, the
 importance-weighted bound :math:`\mathcal{L}_K` over all draws (:math:`\log p(x)` when it
 is known, so the gap :math:`\log p(x) - \mathrm{ELBO} = \mathrm{KL}(q \| p)`), Pareto
@@ -23,7 +26,7 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
-from pyro.optim import Adam
+from pyro.optim import Adam, ClippedAdam, PyroOptim
 from torch import Tensor
 
 from flowguide.autoguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
@@ -83,8 +86,10 @@ def train_guide(
     lr: float,
     num_particles: int,
     progress: bool = True,
+    schedule: str = "constant",
 ) -> tuple[list[float], float]:
-    """Fit ``guide`` by SVI with Adam and ``Trace_ELBO``; return the losses and seconds per step.
+    """Fit ``guide`` by SVI with Adam (at a constant rate, or decayed with ``schedule="decay"``) and
+    ``Trace_ELBO``; return the losses and seconds per step.
 
     The progress bar shows the running mean ELBO; it switches itself off when the output
     is not a terminal or when ``progress`` is false.
@@ -96,7 +101,7 @@ def train_guide(
         vectorize_particles=True,
         max_plate_nesting=max_plate_nesting(model, *args),
     )
-    svi = SVI(model, guide, Adam({"lr": lr}), elbo)
+    svi = SVI(model, guide, _optimizer(schedule, lr, steps), elbo)
     losses: list[float] = []
     bar = tqdm(range(steps), desc=type(guide).__name__, leave=False, disable=None if progress else True)
     start = time.perf_counter()
@@ -141,6 +146,21 @@ def evaluate_guide(
     return report, draws.samples
 
 
+#: Learning-rate schedules of a comparison.
+SCHEDULES = ("constant", "decay")
+
+
+def _optimizer(schedule: str, lr: float, steps: int) -> PyroOptim:
+    """``"constant"``: Adam at ``lr``. ``"decay"``: the flow guides' training recipe
+    (``AutoFlow.recommended_optim``), ``ClippedAdam`` with the rate decayed geometrically
+    to 1% over ``steps`` and gradient entries clamped to ±10, given to every guide alike."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "constant":
+        return Adam({"lr": lr})
+    return ClippedAdam({"lr": lr, "lrd": 0.01 ** (1 / max(steps, 1)), "clip_norm": 10.0})
+
+
 def compare_guides(
     model: Callable,
     args: tuple,
@@ -154,6 +174,7 @@ def compare_guides(
     log_z: float | None = None,
     reference: dict[str, Tensor] | None = None,
     progress: bool = True,
+    schedule: str = "constant",
 ) -> tuple[list[GuideReport], dict[str, dict[str, Tensor]]]:
     """Train each guide in ``guides`` on ``model`` under identical settings and score it.
 
@@ -169,6 +190,8 @@ def compare_guides(
         log_z: The model's log evidence, when known: adds KL(q‖p) to each row.
         reference: Posterior draws (e.g. NUTS) to measure mean and std errors against.
         progress: Show progress bars (only on a terminal).
+        schedule: ``"constant"`` (Adam at ``lr``) or ``"decay"`` (``ClippedAdam``, the rate
+            decayed to 1% over ``steps``, gradient entries clamped to ±10), for every guide.
 
     Returns:
         The report rows and each guide's draws (site name to tensor).
@@ -184,12 +207,13 @@ def compare_guides(
     unknown = sorted(set(guides) - set(GUIDES))
     if unknown:
         raise ValueError(f"unknown guides {unknown}; choose from {sorted(GUIDES)}")
+    _optimizer(schedule, lr, steps)  # a bad schedule fails before any training
     reports, samples = [], {}
     for name in guides:
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
         guide = GUIDES[name](model)
-        losses, per_step = train_guide(model, guide, args, steps, lr, num_particles, progress)
+        losses, per_step = train_guide(model, guide, args, steps, lr, num_particles, progress, schedule)
         report, samples[name] = evaluate_guide(name, model, guide, args, num_samples, log_z, reference)
         report.seconds_per_step, report.losses = per_step, losses
         reports.append(report)
@@ -242,6 +266,7 @@ def run_comparison(
     out: Path = Path("outputs"),
     device: str = "cpu",
     progress: bool = True,
+    schedule: str = "constant",
 ) -> list[GuideReport]:
     """The main job: compare ``guides`` on a bundled model, print the table and save it as
     JSON and Markdown with the figures (ELBO traces, pair plots) in ``out``.
@@ -262,6 +287,8 @@ def run_comparison(
         out: Output folder (created).
         device: Torch device for the data, guides and training (``"cpu"``, ``"cuda"``).
         progress: Show progress bars (only on a terminal).
+        schedule: ``"constant"`` (Adam at ``lr``) or ``"decay"`` (``ClippedAdam``, the rate
+            decayed to 1% over ``steps``, gradient entries clamped to ±10), for every guide.
 
     Returns:
         The report rows.
@@ -278,6 +305,7 @@ def run_comparison(
         "num_particles": num_particles,
         "seed": seed,
         "num_samples": num_samples,
+        "schedule": schedule,
     }
     if reference == "auto":
         reference = "none" if case.observed else "exact"
