@@ -14,8 +14,8 @@ Variants (all at the same steps, learning rate, particles and seed unless they c
 - ``diagonal``: the defaults without the triangular linear head;
 - ``laplace``/``cold``: the defaults with the Laplace warm start forced on / off;
 - ``recipe``: the defaults trained the way ``flowguide.training.fit`` trains them by
-  default, with the guide's measured recipe (its ``recommended_elbo()`` particles and
-  its learning-rate decay to ``lr_decay`` over the steps; torch Adam, no clipping)
+  default, with the guide's measured recipe (its ``recommended_elbo()`` particles, its
+  learning-rate decay to ``lr_decay`` over the steps and its gradient clamp; torch Adam)
   instead of this script's Adam at a constant rate (equal steps only).
 
 ``--sweep`` adds the variants that justify the remaining defaults, each changing one

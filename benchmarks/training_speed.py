@@ -32,30 +32,29 @@ from flowguide.training import Trainer
 GUIDES = {"AutoIAF": AutoIAF, "AutoAffineCoupling": AutoAffineCoupling, "AutoNeuralSpline": AutoNeuralSpline}
 
 
-def seconds_per_step(name: str, device: str, dim: int, steps: int, warmup: int, particles: int) -> float:
+def _problem(name: str, dim: int, particles: int) -> tuple:
+    """The 200-D regression, a fresh guide on it (seeded) and the ELBO both sides use."""
     case = ConjugateRegression(dim=dim, num_data=500)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
-    trainer = Trainer(case.model, GUIDES[name](case.model), loss=elbo, device=device, progress=False)
-    args = case.args
-    trainer.fit(*args, steps=warmup)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    return case, GUIDES[name](case.model), elbo
+
+
+def seconds_per_step(name: str, device: str, dim: int, steps: int, warmup: int, particles: int) -> float:
+    case, guide, elbo = _problem(name, dim, particles)
+    trainer = Trainer(case.model, guide, loss=elbo, device=device, progress=False)
+    trainer.fit(*case.args, steps=warmup)
+    _sync(device)
     start = time.perf_counter()
-    trainer.fit(*args, steps=warmup + steps)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    trainer.fit(*case.args, steps=warmup + steps)
+    _sync(device)
     return (time.perf_counter() - start) / steps
 
 
 def svi_seconds_per_step(name: str, dim: int, steps: int, warmup: int, particles: int) -> float:
     """The same guide, model and ELBO stepped by ``pyro.infer.SVI`` (CPU)."""
-    case = ConjugateRegression(dim=dim, num_data=500)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    guide = GUIDES[name](case.model)
-    elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+    case, guide, elbo = _problem(name, dim, particles)
     svi = SVI(case.model, guide, guide.recommended_optim(warmup + steps), elbo)
     for _ in range(warmup):
         svi.step(*case.args)

@@ -124,6 +124,22 @@ def _inverse_cholesky(precision: Tensor) -> Tensor | None:
     return None if info or not torch.isfinite(scale_tril).all() else scale_tril
 
 
+def _recipe_optim(num_steps: int, lr: float, lr_decay: float | None, grad_clamp: float | None) -> PyroOptim:
+    """Pyro optimizer of a training recipe (:meth:`AutoFlow.recommended_optim` with the
+    class's values; ``flowguide compare --schedule decay`` with ``AutoFlow``'s for every
+    guide): ``ClippedAdam`` decaying the rate to ``lr_decay`` of ``lr`` over ``num_steps``
+    and clamping gradient entries to ``[-grad_clamp, grad_clamp]``, or ``Adam`` where
+    both are ``None``."""
+    if not (isinstance(num_steps, int) and num_steps >= 1):
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if lr_decay is None and grad_clamp is None:
+        return Adam({"lr": lr})
+    lrd = 1.0 if lr_decay is None else lr_decay ** (1.0 / num_steps)
+    return ClippedAdam({"lr": lr, "lrd": lrd, "clip_norm": math.inf if grad_clamp is None else grad_clamp})
+
+
 class AutoFlow(AutoContinuous):
     r"""Autoguide whose joint posterior over all latent sites is a normalizing flow.
 
@@ -274,15 +290,7 @@ class AutoFlow(AutoContinuous):
             >>> svi = SVI(model, guide, guide.recommended_optim(1000), guide.recommended_elbo())
             >>> loss = svi.step()
         """
-        if not (isinstance(num_steps, int) and num_steps >= 1):
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
-        if self.lr_decay is None and self.recommended_grad_clamp is None:
-            return Adam({"lr": lr})
-        lrd = 1.0 if self.lr_decay is None else self.lr_decay ** (1.0 / num_steps)
-        clamp = math.inf if self.recommended_grad_clamp is None else self.recommended_grad_clamp
-        return ClippedAdam({"lr": lr, "lrd": lrd, "clip_norm": clamp})
+        return _recipe_optim(num_steps, lr, self.lr_decay, self.recommended_grad_clamp)
 
     def recommended_elbo(self, **options: Any) -> Trace_ELBO:
         """``Trace_ELBO`` with the recipe's :attr:`recommended_particles`, vectorized;

@@ -26,10 +26,11 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
-from pyro.optim import Adam, ClippedAdam, PyroOptim
+from pyro.optim import Adam, PyroOptim
 from torch import Tensor
 
-from flowguide.autoguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
+from flowguide.autoguide import AutoAffineCoupling, AutoFlow, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
+from flowguide.autoguide.guides import _recipe_optim
 from flowguide.diagnostics.export import posterior_errors
 from flowguide.diagnostics.importance import importance_sample, log_mean_exp_estimate, max_plate_nesting
 from flowguide.diagnostics.psis import psis_diagnostic
@@ -158,7 +159,7 @@ def _optimizer(schedule: str, lr: float, steps: int) -> PyroOptim:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if schedule == "constant":
         return Adam({"lr": lr})
-    return ClippedAdam({"lr": lr, "lrd": 0.01 ** (1 / max(steps, 1)), "clip_norm": 10.0})
+    return _recipe_optim(max(steps, 1), lr, AutoFlow.lr_decay, AutoFlow.recommended_grad_clamp)
 
 
 def compare_guides(

@@ -53,9 +53,8 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
     """Whether every entry of every tensor is finite, with one device synchronization: the
     largest absolute entry of each (a NaN or an infinity carries through, and unlike a
     2-norm it cannot overflow) is checked at once."""
-    if not tensors:
-        return True
-    return bool(torch.isfinite(torch.stack([t.detach().abs().max() for t in tensors if t.numel()])).all())
+    peaks = [t.detach().abs().max() for t in tensors if t.numel()]
+    return not peaks or bool(torch.isfinite(torch.stack(peaks)).all())
 
 
 def bad_gradients(named_params: Iterable[tuple[str, Tensor]]) -> list[str]:

@@ -463,7 +463,6 @@ def _maybe_compiled(loss_fn: Callable, compile: bool) -> Callable:
         except Exception as error:  # torch.compile cannot trace most Pyro programs
             if state["fn"] is loss_fn:
                 raise
-
             warnings.warn(
                 f"torch.compile of the loss failed ({type(error).__name__}); running eagerly", stacklevel=2
             )

@@ -372,3 +372,12 @@ def test_minibatch_fit_resumes_mid_epoch(tmp_path):
         progress=False,
     )
     assert resumed.losses == straight.history.losses
+
+
+def test_all_finite_checks_every_entry_and_skips_empty_tensors():
+    from flowguide.training.guard import all_finite
+
+    assert all_finite([torch.ones(3), torch.empty(0)]) and all_finite([torch.empty(0)]) and all_finite([])
+    assert not all_finite([torch.ones(3), torch.tensor([1.0, float("nan")])])
+    assert not all_finite([torch.tensor([-float("inf")]), torch.empty(0)])
+    assert all_finite([torch.full((2,), 3e38)])  # huge but finite: no overflow from a norm
