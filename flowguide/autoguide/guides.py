@@ -294,7 +294,16 @@ class AutoFlow(AutoContinuous):
 
     def recommended_elbo(self, **options: Any) -> Trace_ELBO:
         """``Trace_ELBO`` with the recipe's :attr:`recommended_particles`, vectorized;
-        ``options`` (``max_plate_nesting``, ...) are passed on and override."""
+        ``options`` (``max_plate_nesting``, ...) are passed on and override.
+
+        Example:
+            >>> import pyro, pyro.distributions as dist
+            >>> def model():
+            ...     pyro.sample("z", dist.Normal(0.0, 1.0))
+            >>> elbo = AutoIAF(model).recommended_elbo(max_plate_nesting=0)
+            >>> elbo.num_particles, elbo.vectorize_particles
+            (8, True)
+        """
         options = {"num_particles": self.recommended_particles, "vectorize_particles": True, **options}
         return Trace_ELBO(**options)
 

@@ -82,6 +82,11 @@ def shutdown() -> None:
     barrier; none of 16 with it. A process leaving on an uncaught exception skips the
     barrier (its peers are stopped by ``torchrun``), and gloo's barrier gives up after a
     minute, so an exit never hangs on a peer that will not come.
+
+    Example:
+        >>> shutdown()  # one process, no group: nothing to leave
+        >>> is_distributed()
+        False
     """
     if not (dist.is_available() and dist.is_initialized()):
         return

@@ -52,7 +52,12 @@ class NonFiniteError(FloatingPointError):
 def all_finite(tensors: Sequence[Tensor]) -> bool:
     """Whether every entry of every tensor is finite, with one device synchronization: the
     largest absolute entry of each (a NaN or an infinity carries through, and unlike a
-    2-norm it cannot overflow) is checked at once."""
+    2-norm it cannot overflow) is checked at once.
+
+    Example:
+        >>> all_finite([torch.ones(2), torch.tensor([float("nan")])])
+        False
+    """
     peaks = [t.detach().abs().max() for t in tensors if t.numel()]
     return not peaks or bool(torch.isfinite(torch.stack(peaks)).all())
 
