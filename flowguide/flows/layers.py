@@ -142,7 +142,7 @@ class Planar(FlowLayer):
         else:
             self.hyper = MLP(self.context_dim, 1, 2 * dim + 1, hidden_dims)
             with torch.no_grad():
-                self.hyper.net[-1].bias.copy_(init)
+                self.hyper.output_bias().copy_(init)
 
     def build(self, context: Tensor | None) -> FlowTransform:
         raw = self.params if context is None else self.hyper(context).squeeze(-2)

@@ -1,5 +1,5 @@
 """Conditioner networks for coupling and autoregressive flows."""
 
-from flowguide.nn.networks import MADE, MLP, MaskedLinear, check_dim, check_hidden_dims
+from flowguide.nn.networks import MADE, MLP, LinearStack, MaskedLinear, check_dim, check_hidden_dims
 
-__all__ = ["MADE", "MLP", "MaskedLinear", "check_dim", "check_hidden_dims"]
+__all__ = ["MADE", "MLP", "LinearStack", "MaskedLinear", "check_dim", "check_hidden_dims"]
