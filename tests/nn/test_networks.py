@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from flowguide.nn import MADE, MLP
+from flowguide.nn import MADE, MLP, LinearStack
 
 
 @pytest.mark.parametrize("order", [None, [2, 0, 4, 1, 3]], ids=["natural", "shuffled"])
@@ -56,3 +56,40 @@ def test_near_identity_start_is_small_but_trainable(device, dtype):
 def test_bad_hidden_dims_raise(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_linear_stack_is_the_stack_of_linear_layers_it_packs(device, dtype):
+    torch.manual_seed(0)
+    stack = LinearStack([3, 7, 5, 2], activation=torch.nn.Tanh).to(device, dtype)
+    assert [p.shape for p in stack.parameters()] == [torch.Size([3 * 7 + 7 + 7 * 5 + 5 + 5 * 2 + 2])]
+    x = torch.randn(4, 3, device=device, dtype=dtype)
+    h = x
+    for k in range(3):
+        weight, bias = stack.layer(k)
+        h = torch.nn.functional.linear(h, weight, bias)
+        h = torch.tanh(h) if k < 2 else h
+    torch.testing.assert_close(stack(x), h)
+    with torch.no_grad():
+        stack.layer(-1)[1].fill_(3.0)  # the views write into the packed parameter
+    assert (stack.weights[-2:] == 3.0).all()
+
+
+def test_linear_stack_initializes_as_nn_linear_does():
+    torch.manual_seed(1)
+    stack = LinearStack([6, 4, 3])
+    torch.manual_seed(1)
+    layers = [torch.nn.Linear(6, 4), torch.nn.Linear(4, 3)]
+    for k, layer in enumerate(layers):
+        torch.testing.assert_close(stack.layer(k)[0], layer.weight.detach())
+        torch.testing.assert_close(stack.layer(k)[1], layer.bias.detach())
+
+
+def test_linear_stack_masks_weights_and_checks_mask_shapes():
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    stack = LinearStack([2, 2], masks=[mask])
+    jac = jacobian(stack, torch.randn(2))
+    assert jac[0, 1] == 0 and jac[1, 1] != 0
+    with pytest.raises(ValueError, match="masks must have shapes"):
+        LinearStack([2, 3], masks=[mask])
+    with pytest.raises(ValueError, match="widths"):
+        LinearStack([4])
