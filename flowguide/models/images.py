@@ -14,14 +14,25 @@ for digits, 256 for MNIST) and a fixed train/test split. Two views feed the deco
 
 from __future__ import annotations
 
+import gzip
 import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-__all__ = ["ImageData", "load_digits", "load_mnist", "load_images", "binarize", "dequantize", "bits_per_dim"]
+__all__ = [
+    "ImageData",
+    "load_digits",
+    "load_mnist",
+    "load_images",
+    "read_idx",
+    "binarize",
+    "dequantize",
+    "bits_per_dim",
+]
 
 #: Keeps the logit away from 0 and 1 (the usual choice of RealNVP's preprocessing).
 ALPHA = 0.05
@@ -58,23 +69,79 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageData:
     return ImageData(images[order[n_test:]], images[order[:n_test]], levels=17, side=8, name="digits")
 
 
+#: MNIST's image files under ``MNIST/raw``, as torchvision lays them out.
+MNIST_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+
+
 def load_mnist(data_dir: str | Path) -> ImageData:
-    """MNIST's 60,000/10,000 split read by torchvision from ``data_dir`` (no download)."""
+    """MNIST's 60,000/10,000 split from the files under ``data_dir/MNIST/raw`` (no download).
+
+    Read by torchvision when it is installed; otherwise by :func:`read_idx`, from the same
+    image files (plain or ``.gz``).
+
+    Raises:
+        FileNotFoundError: naming the folder and the files it lacks.
+    """
+    raw = Path(data_dir) / "MNIST" / "raw"
     try:
         from torchvision.datasets import MNIST
-    except ImportError as error:
-        raise ImportError(
-            "MNIST needs torchvision (pip install torchvision) and the MNIST files under "
-            f"{Path(data_dir) / 'MNIST' / 'raw'}; use --data digits for the bundled data"
-        ) from error
+    except ImportError:
+        return _mnist_from_idx(raw)
     try:
         sets = [MNIST(str(data_dir), train=train, download=False) for train in (True, False)]
     except RuntimeError as error:
-        raise FileNotFoundError(
-            f"MNIST files not found under {Path(data_dir) / 'MNIST' / 'raw'}: {error}"
-        ) from error
+        raise FileNotFoundError(f"MNIST files not found under {raw}: {error}") from error
     train, test = (s.data.reshape(len(s.data), -1).float() for s in sets)
     return ImageData(train, test, levels=256, side=28, name="mnist")
+
+
+def _mnist_from_idx(raw: Path) -> ImageData:
+    found = {split: _existing(raw / name) for split, name in MNIST_FILES.items()}
+    missing = [MNIST_FILES[split] for split, path in found.items() if path is None]
+    if missing:
+        raise FileNotFoundError(
+            f"MNIST files not found under {raw}: missing {', '.join(missing)} (plain or .gz); "
+            "use --data digits for the bundled data"
+        )
+    train, test = (read_idx(found[split]).reshape(-1, 28 * 28).float() for split in ("train", "test"))
+    return ImageData(train, test, levels=256, side=28, name="mnist")
+
+
+def _existing(path: Path) -> Path | None:
+    gz = path.with_name(path.name + ".gz")
+    return path if path.exists() else gz if gz.exists() else None
+
+
+def read_idx(path: str | Path) -> Tensor:
+    """An unsigned-byte IDX file (MNIST's format, optionally gzipped) as a uint8 tensor.
+
+    The format: two zero bytes, the type code ``0x08`` (unsigned byte), the number of
+    dimensions, one big-endian 32-bit size per dimension, then the data in row-major order.
+
+    Raises:
+        ValueError: when the header is not that of an unsigned-byte IDX file or the
+            data is shorter or longer than its sizes say.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "tiny-idx2-ubyte"
+        >>> _ = path.write_bytes(bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6]))
+        >>> read_idx(path)
+        tensor([[1, 2, 3],
+                [4, 5, 6]], dtype=torch.uint8)
+    """
+    path = Path(path)
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (header {data[:4].hex()})")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: the header needs {ndim} sizes, the file ends first ({len(data)} bytes)")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = data[4 + 4 * ndim :]
+    if len(body) != math.prod(shape):
+        raise ValueError(f"{path}: sizes {shape} need {math.prod(shape)} bytes, found {len(body)}")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
 def load_images(name: str, data_dir: str | Path | None = None) -> ImageData:

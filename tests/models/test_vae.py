@@ -3,9 +3,15 @@ exact conditional densities, IWAE ordering, and the amortized guide on an exact 
 
 from __future__ import annotations
 
+import gzip
 import itertools
+import json
 import math
+import runpy
+import struct
+import sys
 import warnings
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -16,7 +22,7 @@ from pyro.optim import Adam
 from torch import nn
 
 from flowguide import AutoIAF
-from flowguide.models.images import binarize, bits_per_dim, dequantize, load_digits, load_images
+from flowguide.models.images import binarize, bits_per_dim, dequantize, load_digits, load_images, read_idx
 from flowguide.models.mixture import fit_bernoulli_mixture
 from flowguide.models.vae import DECODERS, FAMILIES, AmortizedLocalGuide, ConditionalDensity, FlowVAE
 from flowguide.training import Trainer
@@ -181,6 +187,71 @@ def test_bad_options_raise(tmp_path):
         load_images("mnist")
     with pytest.raises((ImportError, FileNotFoundError), match="MNIST"):
         load_images("mnist", tmp_path)
+
+
+def write_mnist_files(root, n_train: int = 40, n_test: int = 12) -> torch.Tensor:
+    """Write MNIST's four IDX files (big-endian header, then uint8 rows) under
+    ``root/MNIST/raw``, holding the bundled digits scaled to 28x28 and 0..255: real
+    images in MNIST's real format, read back by torchvision as the MNIST files are."""
+    digits = DIGITS.train[: n_train + n_test].reshape(-1, 1, 8, 8) / 16
+    images = (nn.functional.interpolate(digits, size=(28, 28), mode="bilinear") * 255).round()
+    images, labels = images.to(torch.uint8).reshape(-1, 28, 28), torch.arange(len(images)) % 10
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, rows in (("train", slice(0, n_train)), ("t10k", slice(n_train, None))):
+        part = images[rows]
+        header = struct.pack(">IIII", 0x803, len(part), 28, 28)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header + part.numpy().tobytes())
+        header = struct.pack(">II", 0x801, len(part))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            header + labels[rows].to(torch.uint8).numpy().tobytes()
+        )
+    return images
+
+
+def test_mnist_is_read_from_its_files_on_disk(tmp_path):
+    images = write_mnist_files(tmp_path)
+    data = load_images("mnist", tmp_path)
+    assert (data.levels, data.side, data.dim, data.name) == (256, 28, 784, "mnist")
+    torch.testing.assert_close(data.train, images[:40].reshape(40, 784).float())
+    torch.testing.assert_close(data.test, images[40:].reshape(12, 784).float())
+    assert data.train.max() == 255 and data.train.min() == 0
+    test_file = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    test_file.with_name(test_file.name + ".gz").write_bytes(gzip.compress(test_file.read_bytes()))
+    test_file.unlink()  # the gzipped copy is read instead
+    torch.testing.assert_close(load_images("mnist", tmp_path).test, data.test)
+    test_file.with_name(test_file.name + ".gz").unlink()
+    with pytest.raises(FileNotFoundError, match="missing t10k-images-idx3-ubyte"):
+        load_images("mnist", tmp_path)
+
+
+def test_read_idx_rejects_wrong_headers_and_sizes(tmp_path):
+    path = tmp_path / "x-idx1-ubyte"
+    path.write_bytes(struct.pack(">II", 0x803, 2) + bytes(2))  # says 3 dimensions, has 1 size
+    with pytest.raises(ValueError, match="the header needs 3 sizes"):
+        read_idx(path)
+    path.write_bytes(struct.pack(">II", 0x801, 3) + bytes(2))  # 3 bytes promised, 2 written
+    with pytest.raises(ValueError, match="need 3 bytes, found 2"):
+        read_idx(path)
+    path.write_bytes(struct.pack(">II", 0x0D01, 1) + bytes(4))  # float data: not ubyte
+    with pytest.raises(ValueError, match="not an unsigned-byte IDX file"):
+        read_idx(path)
+    path.write_bytes(struct.pack(">II", 0x801, 3) + bytes([7, 8, 9]))
+    assert read_idx(path).tolist() == [7, 8, 9]
+
+
+def test_vae_example_trains_on_mnist_files(tmp_path, monkeypatch, capsys, device):
+    write_mnist_files(tmp_path / "data")
+    script = Path(__file__).parents[2] / "examples" / "vae.py"
+    out = tmp_path / "result.json"
+    argv = ["--smoke", "--data", "mnist", "--data-dir", str(tmp_path / "data"), "--device", str(device)]
+    monkeypatch.setattr(sys, "argv", [str(script), *argv, "--figures", str(tmp_path), "--out", str(out)])
+    runpy.run_path(str(script), run_name="__main__")
+    result = json.loads(out.read_text())
+    assert result["settings"]["data"] == "mnist" and len(result["rows"]) == 1
+    assert math.isfinite(result["rows"][0]["test_iwae"]) and result["rows"][0]["test_iwae"] < 0
+    assert (tmp_path / "vae_mnist_gaussian_bernoulli.png").exists()
+    assert "| gaussian | bernoulli |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("objective", ["stl", "dreg"])
