@@ -22,7 +22,7 @@ instead of two per layer (measured in ``benchmarks/guides_vs_pyro.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import pairwise
 
 import torch
@@ -123,18 +123,18 @@ class LinearStack(nn.Module):
 
     def layer(self, k: int) -> tuple[Tensor, Tensor]:
         """Views ``(weight, bias)`` of layer ``k`` (negative counts from the end) into ``weights``."""
-        k %= len(self.shapes)
-        a, b = self.shapes[k]
-        weight, bias = self.weights.split(self.sizes)[2 * k : 2 * k + 2]
-        return weight.view(b, a), bias
+        return list(self._layers())[k]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _layers(self) -> Iterator[tuple[Tensor, Tensor]]:
         chunks = self.weights.split(self.sizes)
         for k, (a, b) in enumerate(self.shapes):
-            weight = chunks[2 * k].view(b, a)
+            yield chunks[2 * k].view(b, a), chunks[2 * k + 1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        for k, (weight, bias) in enumerate(self._layers()):
             if self.masked:
                 weight = weight * getattr(self, f"mask{k}")
-            x = nn.functional.linear(x, weight, chunks[2 * k + 1])
+            x = nn.functional.linear(x, weight, bias)
             if k < len(self.activations):
                 x = self.activations[k](x)
         return x
