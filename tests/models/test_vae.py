@@ -225,11 +225,13 @@ def test_mnist_is_read_from_its_files_on_disk(tmp_path):
         load_images("mnist", tmp_path)
 
 
-@pytest.mark.parametrize("posterior", ["gaussian", "nsf"])
-def test_refined_features_raise_the_elbo_and_leave_the_parameters_alone(posterior, device):
+@pytest.mark.parametrize(
+    ("posterior", "decoder"), [("gaussian", "bernoulli"), ("nsf", "bernoulli"), ("iaf", "flow")]
+)
+def test_refined_features_raise_the_elbo_and_leave_the_parameters_alone(posterior, decoder, device):
     pyro.set_rng_seed(0)
-    vae = small_vae(posterior, device=device)
-    x = batch("bernoulli", n=20, device=device)
+    vae = small_vae(posterior, decoder, device=device)
+    x = batch(decoder, n=20, device=device)
     before = {k: v.clone() for k, v in vae.state_dict().items()}
     amortized = vae.evaluate(x, num_samples=400)
     refined = vae.evaluate(x, num_samples=400, refine_steps=60)
