@@ -254,10 +254,13 @@ class FlowVAE(nn.Module):
         encoder's (see :meth:`refine_features`)."""
         q, out = self.q(x) if features is None else self.q.from_features(features), []
         for start in range(0, num_samples, chunk):
-            z, log_q = _draw(q, min(chunk, num_samples - start))
-            log_px = self.likelihood(z).log_prob(x.expand(z.shape[0], *x.shape))
-            out.append(self.prior().log_prob(z) + log_px - log_q)
+            out.append(self._draw_log_weights(q, x, min(chunk, num_samples - start)))
         return torch.cat(out)
+
+    def _draw_log_weights(self, q: dist.TorchDistribution, x: Tensor, n: int) -> Tensor:
+        """``log p(x, z) - log q(z)`` for ``n`` draws ``z`` of ``q``, shape ``(n, len(x))``."""
+        z, log_q = _draw(q, n)
+        return self.prior().log_prob(z) + self.likelihood(z).log_prob(x.expand(n, *x.shape)) - log_q
 
     def refine_features(self, x: Tensor, steps: int, lr: float = 1e-2, particles: int = 16) -> Tensor:
         r"""Encoder features of each row of ``x``, refined by Adam on that row's ELBO.
@@ -284,11 +287,8 @@ class FlowVAE(nn.Module):
         h = h.clone().requires_grad_()
         optimizer = torch.optim.Adam([h], lr=lr)
         for _ in range(steps):
-            z, log_q = _draw(self.q.from_features(h), particles)
-            elbo = (
-                self.prior().log_prob(z) + self.likelihood(z).log_prob(x.expand(z.shape[0], *x.shape)) - log_q
-            )
-            (h.grad,) = torch.autograd.grad(-elbo.mean(0).sum(), [h])
+            elbo = self._draw_log_weights(self.q.from_features(h), x, particles).mean(0)
+            (h.grad,) = torch.autograd.grad(-elbo.sum(), [h])
             optimizer.step()
         return h.detach()
 
