@@ -108,3 +108,13 @@ def test_annealing_quick_run(monkeypatch, capsys, tmp_path):
     rows = json.loads(out_file.read_text())["rows"]
     assert [r["variant"] for r in rows] == ["plain", "annealed"]
     assert all(0 <= r["mass_right"] <= 1 and math.isfinite(r["kl"]) for r in rows)
+
+
+def test_packing_quick_run(monkeypatch, capsys, tmp_path):
+    out_file = tmp_path / "packing.json"
+    monkeypatch.setattr(sys, "argv", ["packing.py", "--quick", "--repeats", "1", "--out", str(out_file)])
+    runpy.run_path(str(BENCHMARKS / "packing.py"), run_name="__main__")
+    assert "PACK_LIMIT" in capsys.readouterr().out
+    rows = json.loads(out_file.read_text())["rows"]
+    assert [row["packed_by_default"] for row in rows] == [True, True]
+    assert all(row["packed_s"] > 0 and row["separate_s"] > 0 for row in rows)

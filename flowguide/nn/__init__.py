@@ -1,5 +1,13 @@
 """Conditioner networks for coupling and autoregressive flows."""
 
-from flowguide.nn.networks import MADE, MLP, LinearStack, MaskedLinear, check_dim, check_hidden_dims
+from flowguide.nn.networks import (
+    MADE,
+    MLP,
+    PACK_LIMIT,
+    LinearStack,
+    MaskedLinear,
+    check_dim,
+    check_hidden_dims,
+)
 
-__all__ = ["MADE", "MLP", "LinearStack", "MaskedLinear", "check_dim", "check_hidden_dims"]
+__all__ = ["MADE", "MLP", "PACK_LIMIT", "LinearStack", "MaskedLinear", "check_dim", "check_hidden_dims"]

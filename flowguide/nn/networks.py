@@ -13,11 +13,14 @@ layers those jumps compound through the log-scales (measured: with factor 1, an 
 coupling guide on a 3-site model went to NaN within 3 steps for 4 of 8 seeds at
 lr 0.02; with 0.1, none of 8).
 
-Each network keeps all its weights and biases in one flat parameter (``weights``) and
-cuts it into layers at every call. The math is that of a stack of ``nn.Linear`` layers
-with the same initialization, but an optimizer that steps one tensor at a time (Pyro's
-``pyro.optim`` wraps one torch optimizer per parameter) does one step per network
-instead of two per layer (measured in ``benchmarks/guides_vs_pyro.py``).
+A network of up to :data:`PACK_LIMIT` weights keeps all its weights and biases in one
+flat parameter (``weights``) and cuts it into layers at every call. The math is that of
+a stack of ``nn.Linear`` layers with the same initialization, but an optimizer that
+steps one tensor at a time (Pyro's ``pyro.optim`` wraps one torch optimizer per
+parameter) does one step per network instead of two per layer. Larger networks keep one
+parameter per weight and bias: the backward of the cut copies every gradient once more,
+which costs more than the optimizer steps it saves once the gradients no longer fit in
+cache (measured in ``benchmarks/packing.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "MADE", "LinearStack", "MaskedLinear", "check_dim", "check_hidden_dims"]
+__all__ = ["MLP", "MADE", "LinearStack", "MaskedLinear", "PACK_LIMIT", "check_dim", "check_hidden_dims"]
+
+#: Largest number of weights and biases a :class:`LinearStack` packs into one parameter
+#: by default (``pack=None``); above it each is a parameter of its own. Measured on a
+#: 2-core CPU with ``pyro.optim.Adam`` (``benchmarks/packing.py``): packing saves 20-40%
+#: of a step up to about 2e5 weights and costs 15-40% from 5e5 on.
+PACK_LIMIT = 2**18
 
 
 def check_dim(name: str, value: object, minimum: int = 1) -> int:
@@ -80,24 +89,31 @@ class MaskedLinear(nn.Linear):
 
 
 class LinearStack(nn.Module):
-    r"""Linear layers with activations between them, all weights in one flat parameter.
+    r"""Linear layers with activations between them, small stacks packed in one parameter.
 
     Computes :math:`h_{k+1} = a(W_k h_k + b_k)` for each layer but the last, which has
     no activation; a mask :math:`M_k`, where given, replaces :math:`W_k` by
     :math:`W_k \odot M_k`. The weights are initialized as ``nn.Linear`` initializes
-    them, then stored as one parameter ``weights`` that :meth:`forward` splits into
-    views, so the stack costs an optimizer one tensor instead of two per layer.
+    them. A packed stack stores them as one flat parameter ``weights`` that
+    :meth:`forward` splits into views, so it costs an optimizer one tensor instead of
+    two per layer; an unpacked one stores them as ``weights.0``, ``weights.1``, ...
+    (a weight, flattened, then a bias, per layer). Packing changes the state-dict keys,
+    not the values or the math.
 
     Arguments:
         widths: Sizes ``[in, hidden..., out]``; at least two entries.
         activation: Activation module class, instantiated once per hidden layer.
         masks: One 0/1 mask of shape ``(widths[k + 1], widths[k])`` per layer, or
             ``None`` for none (kept as buffers).
+        pack: One parameter (``True``), one per weight and bias (``False``), or
+            ``None`` to pack when the stack has at most :data:`PACK_LIMIT` weights.
 
     Example:
         >>> stack = LinearStack([3, 8, 2])
         >>> stack(torch.zeros(5, 3)).shape, [p.shape for p in stack.parameters()]
         (torch.Size([5, 2]), [torch.Size([50])])
+        >>> [p.shape for p in LinearStack([3, 8, 2], pack=False).parameters()]
+        [torch.Size([24]), torch.Size([8]), torch.Size([16]), torch.Size([2])]
     """
 
     def __init__(
@@ -105,6 +121,7 @@ class LinearStack(nn.Module):
         widths: Sequence[int],
         activation: type[nn.Module] = nn.ReLU,
         masks: Sequence[Tensor] | None = None,
+        pack: bool | None = None,
     ) -> None:
         super().__init__()
         if len(widths) < 2:
@@ -112,21 +129,27 @@ class LinearStack(nn.Module):
         self.shapes = list(pairwise(widths))
         if masks is not None and [tuple(m.shape) for m in masks] != [(b, a) for a, b in self.shapes]:
             raise ValueError(f"masks must have shapes (out, in) of each layer {self.shapes}")
+        if pack is not None and not isinstance(pack, bool):
+            raise TypeError(f"pack must be True, False or None, got {pack!r}")
         linears = [nn.Linear(a, b) for a, b in self.shapes]
         flat = [t.detach().flatten() for lin in linears for t in (lin.weight, lin.bias)]
-        self.weights = nn.Parameter(torch.cat(flat))
-        self.sizes = [n for a, b in self.shapes for n in (a * b, b)]
+        self.sizes = [t.numel() for t in flat]
+        self.packed = sum(self.sizes) <= PACK_LIMIT if pack is None else pack
+        if self.packed:
+            self.weights = nn.Parameter(torch.cat(flat))
+        else:
+            self.weights = nn.ParameterList(nn.Parameter(t) for t in flat)
         self.activations = nn.ModuleList(activation() for _ in self.shapes[1:])
         self.masked = masks is not None
         for k, mask in enumerate(masks or []):
-            self.register_buffer(f"mask{k}", mask.to(self.weights.dtype))
+            self.register_buffer(f"mask{k}", mask.to(flat[0].dtype))
 
     def layer(self, k: int) -> tuple[Tensor, Tensor]:
         """Views ``(weight, bias)`` of layer ``k`` (negative counts from the end) into ``weights``."""
         return list(self._layers())[k]
 
     def _layers(self) -> Iterator[tuple[Tensor, Tensor]]:
-        chunks = self.weights.split(self.sizes)
+        chunks = self.weights.split(self.sizes) if self.packed else tuple(self.weights)
         for k, (a, b) in enumerate(self.shapes):
             yield chunks[2 * k].view(b, a), chunks[2 * k + 1]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from flowguide.nn import MADE, MLP, LinearStack
+from flowguide.nn import MADE, MLP, PACK_LIMIT, LinearStack
 
 
 @pytest.mark.parametrize("order", [None, [2, 0, 4, 1, 3]], ids=["natural", "shuffled"])
@@ -58,10 +58,12 @@ def test_bad_hidden_dims_raise(build, match):
         build()
 
 
-def test_linear_stack_is_the_stack_of_linear_layers_it_packs(device, dtype):
+@pytest.mark.parametrize("pack", [True, False])
+def test_linear_stack_is_the_stack_of_linear_layers_it_packs(device, dtype, pack):
     torch.manual_seed(0)
-    stack = LinearStack([3, 7, 5, 2], activation=torch.nn.Tanh).to(device, dtype)
-    assert [p.shape for p in stack.parameters()] == [torch.Size([3 * 7 + 7 + 7 * 5 + 5 + 5 * 2 + 2])]
+    stack = LinearStack([3, 7, 5, 2], activation=torch.nn.Tanh, pack=pack).to(device, dtype)
+    sizes = [3 * 7, 7, 7 * 5, 5, 5 * 2, 2]
+    assert [p.numel() for p in stack.parameters()] == ([sum(sizes)] if pack else sizes)
     x = torch.randn(4, 3, device=device, dtype=dtype)
     h = x
     for k in range(3):
@@ -70,8 +72,25 @@ def test_linear_stack_is_the_stack_of_linear_layers_it_packs(device, dtype):
         h = torch.tanh(h) if k < 2 else h
     torch.testing.assert_close(stack(x), h)
     with torch.no_grad():
-        stack.layer(-1)[1].fill_(3.0)  # the views write into the packed parameter
-    assert (stack.weights[-2:] == 3.0).all()
+        stack.layer(-1)[1].fill_(3.0)  # the views write into the parameters
+    last = stack.weights[-2:] if pack else stack.weights[-1]
+    assert (last == 3.0).all()
+
+
+def test_linear_stack_packs_up_to_the_limit_and_keeps_values_either_way():
+    small = [4, 8, 3]
+    assert LinearStack(small).packed and not LinearStack(small, pack=False).packed
+    width = (PACK_LIMIT - 1) // 3  # [w, 1, w] holds 3 w + 1 weights, [w, 1, w + 2] 3 w + 5
+    at_limit, over = LinearStack([width, 1, width]), LinearStack([width, 1, width + 2])
+    assert sum(at_limit.sizes) <= PACK_LIMIT < sum(over.sizes)
+    assert at_limit.packed and not over.packed
+    torch.manual_seed(3)
+    packed = LinearStack(small, pack=True)
+    torch.manual_seed(3)
+    separate = LinearStack(small, pack=False)
+    torch.testing.assert_close(packed.weights.detach(), torch.cat([p.detach() for p in separate.weights]))
+    with pytest.raises(TypeError, match="pack"):
+        LinearStack(small, pack="yes")
 
 
 def test_linear_stack_initializes_as_nn_linear_does():
