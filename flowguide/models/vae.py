@@ -101,7 +101,15 @@ class ConditionalDensity(nn.Module):
 
     def from_features(self, h: Tensor) -> dist.TorchDistribution:
         """The density for features ``h`` given directly (e.g. refined per row, see
-        :meth:`FlowVAE.refine_features`)."""
+        :meth:`FlowVAE.refine_features`).
+
+        Example:
+            >>> density = ConditionalDensity(nn.Linear(5, 8), 8, 3, family="iaf", num_flows=2)
+            >>> x = torch.randn(4, 5)
+            >>> z = density(x).sample()
+            >>> torch.allclose(density.from_features(density.features(x)).log_prob(z), density(x).log_prob(z))
+            True
+        """
         loc, raw_scale = self.gaussian(h).chunk(2, -1)
         base = dist.Normal(loc, F.softplus(raw_scale) + 1e-3).to_event(1)
         return base if self.flow is None else FlowDistribution(base, self.flow.transform(h))

@@ -177,7 +177,16 @@ class _Conditioner(nn.Module):
                 t.mul_(self.init_scale)
 
     def output_bias(self) -> Tensor:
-        """A view of the last layer's bias (raw, before ``output_scale``), e.g. to set it in place."""
+        """A view of the last layer's bias (raw, before ``output_scale``), e.g. to set it in place.
+
+        Example:
+            >>> net = MLP(3, 2, num_params=1, hidden_dims=[8])
+            >>> with torch.no_grad():
+            ...     _ = net.output_bias().copy_(torch.tensor([10.0, -10.0]))
+            ...     _ = net.net.layer(-1)[0].zero_()
+            >>> net(torch.randn(1, 3)).flatten().tolist()  # times output_scale 0.1
+            [1.0, -1.0]
+        """
         return self.net.layer(-1)[1]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
