@@ -19,8 +19,8 @@ a stack of ``nn.Linear`` layers with the same initialization, but an optimizer t
 steps one tensor at a time (Pyro's ``pyro.optim`` wraps one torch optimizer per
 parameter) does one step per network instead of two per layer. Larger networks keep one
 parameter per weight and bias: the backward of the cut copies every gradient once more,
-which costs more than the optimizer steps it saves once the gradients no longer fit in
-cache (measured in ``benchmarks/packing.py``).
+which at D = 1000 costs more than the optimizer steps it saves (measured in
+``benchmarks/packing.py``).
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from torch import Tensor, nn
 __all__ = ["MLP", "MADE", "LinearStack", "MaskedLinear", "PACK_LIMIT", "check_dim", "check_hidden_dims"]
 
 #: Largest number of weights and biases a :class:`LinearStack` packs into one parameter
-#: by default (``pack=None``); above it each is a parameter of its own. Measured on a
-#: 2-core CPU with ``pyro.optim.Adam`` (``benchmarks/packing.py``): packing saves 20-40%
-#: of a step up to about 2e5 weights and costs 15-40% from 5e5 on.
-PACK_LIMIT = 2**18
+#: by default (``pack=None``); above it each is a parameter of its own. Measured on the
+#: guides, one step of ``pyro.optim.Adam`` each (``benchmarks/packing.py``, 2-core CPU):
+#: packing saves 20-30% of a step at D = 10 (stacks of 5-12 k weights), is within noise
+#: at D = 200 (0.3-1.1 M) and costs 5-50% at D = 1000 (7-28 M).
+PACK_LIMIT = 2**20
 
 
 def check_dim(name: str, value: object, minimum: int = 1) -> int:

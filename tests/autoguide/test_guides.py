@@ -39,6 +39,7 @@ from pyro.optim import Adam, ClippedAdam
 from flowguide import AutoAffineCoupling, AutoFlow, AutoIAF, AutoNeuralSpline, AutoPlanarFlow, iaf
 from flowguide.flows import Flow, Permutation, TriangularLinear
 from flowguide.models.exact import BetaBinomial, ConjugateRegression, DirichletMultinomial, Funnel
+from flowguide.nn import networks
 
 SMALL = {"num_flows": 2, "hidden_dims": (16,)}
 GUIDES = {
@@ -311,18 +312,18 @@ def test_importance_weights_detect_a_wrong_log_density():
     assert abs(float(log_w.logsumexp(0) - math.log(20_000)) - case.log_z) > 4 * se + 5e-3
 
 
-@pytest.mark.parametrize("hidden_dims", [(16,), (600, 600)], ids=["packed", "unpacked"])
-def test_state_dict_pickle_torch_save_and_device_moves(device, hidden_dims):
-    options = {"num_flows": 2, "hidden_dims": hidden_dims}
-    guide = AutoIAF(rich_model, **options).setup(DATA)
-    assert guide.flow.layers[0].made.net.packed == (hidden_dims == (16,))
+@pytest.mark.parametrize("pack_limit", [networks.PACK_LIMIT, 0], ids=["packed", "unpacked"])
+def test_state_dict_pickle_torch_save_and_device_moves(device, pack_limit, monkeypatch):
+    monkeypatch.setattr(networks, "PACK_LIMIT", pack_limit)  # 0: as conditioners over the limit are
+    guide = AutoIAF(rich_model, **SMALL).setup(DATA)
+    assert guide.flow.layers[0].made.net.packed == (pack_limit > 0)
     with torch.no_grad():
         for p in guide.parameters():
             p.add_(0.1 * torch.randn_like(p))
     values, _ = guide_log_q(guide, DATA)
     expected = guide.log_density(values, DATA)
 
-    fresh = AutoIAF(rich_model, **options).setup(DATA)
+    fresh = AutoIAF(rich_model, **SMALL).setup(DATA)
     fresh.load_state_dict(guide.state_dict())
     torch.testing.assert_close(fresh.log_density(values, DATA), expected)
 
