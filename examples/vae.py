@@ -1,8 +1,8 @@
 """Train flow VAEs on real images and compare posteriors and decoders.
 
     python examples/vae.py                                         # Gaussian posterior, Bernoulli decoder
-    python examples/vae.py --posterior gaussian planar iaf nsf affine_coupling --epochs 200
-    python examples/vae.py --posterior gaussian --decoder gaussian flow --epochs 200
+    python examples/vae.py --posterior gaussian planar iaf nsf affine_coupling  # 300 epochs
+    python examples/vae.py --posterior gaussian --decoder gaussian flow --epochs 100
     python examples/vae.py --posterior iaf --objective dreg --particles 8  # importance-weighted training
     python examples/vae.py --posterior gaussian nsf --refine-steps 1000   # also the family's own gap
     python examples/vae.py --data mnist --data-dir ~/data --device cuda
@@ -45,9 +45,16 @@ def parse(argv):
     p.add_argument("--num-flows", type=int, default=4)
     p.add_argument("--decoder", nargs="+", choices=list(DECODERS), default=["bernoulli"])
     p.add_argument("--prior", choices=["normal", "flow"], default="normal")
+    p.add_argument(
+        "--standardized",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the posterior flow acts on standard noise, the encoder's Gaussian affine map last "
+        "(--no-standardized: the flow acts on the Gaussian's draw)",
+    )
     p.add_argument("--data", choices=["digits", "mnist"], default="digits")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (for --data mnist)")
-    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=100, help="global batch, split over processes")
     p.add_argument("--latent-dim", type=int, default=16)
     p.add_argument("--hidden-dim", type=int, default=256)
@@ -102,7 +109,14 @@ def train_one(args, images, posterior: str, decoder: str) -> tuple[FlowVAE, dict
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     vae = FlowVAE(
-        images.dim, args.latent_dim, args.hidden_dim, posterior, args.num_flows, decoder, prior=args.prior
+        images.dim,
+        args.latent_dim,
+        args.hidden_dim,
+        posterior,
+        args.num_flows,
+        decoder,
+        prior=args.prior,
+        standardized=args.standardized,
     )
     data = TensorDataset(train, torch.arange(len(train)))  # batches are (x, index): the model's arguments
     loader = shard_loader(

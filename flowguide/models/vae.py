@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowguide.flows import FlowDistribution, affine_coupling_flow, iaf, neural_spline_flow, planar_flow
+from flowguide.transforms import AffineTransform, ComposeFlowTransform
 
 __all__ = ["FAMILIES", "DECODERS", "ConditionalDensity", "AmortizedLocalGuide", "FlowVAE"]
 
@@ -57,7 +58,7 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
 
 
 class ConditionalDensity(nn.Module):
-    """A diagonal Gaussian set by features of the input, pushed through a flow conditioned
+    r"""A diagonal Gaussian set by features of the input, pushed through a flow conditioned
     on the same features.
 
     Arguments:
@@ -67,6 +68,13 @@ class ConditionalDensity(nn.Module):
         family: One of :data:`FAMILIES` (``"gaussian"``: no flow).
         num_flows: Flow layers.
         hidden_dims: Hidden widths of the flow's conditioners.
+        standardized: Where the flow acts. ``False``: on the Gaussian's draw,
+            :math:`z = f(\mu + \sigma \odot u; h)` (the order of Rezende & Mohamed and of
+            Kingma et al.'s IAF). ``True``: on the standard noise, with the Gaussian's
+            affine map last, :math:`z = \mu + \sigma \odot f(u; h)`, so the flow sees
+            inputs of unit scale whatever the posterior's width (what a spline, whose
+            bins cover a fixed interval, needs to act at the posterior's scale). On the
+            digits VAE it shrank the test gap of every flow posterior (``docs/vae.md``).
 
     Example:
         >>> density = ConditionalDensity(nn.Linear(5, 8), 8, 3, family="iaf", num_flows=2)
@@ -83,11 +91,12 @@ class ConditionalDensity(nn.Module):
         family: str = "gaussian",
         num_flows: int = 4,
         hidden_dims: Sequence[int] = (64,),
+        standardized: bool = True,
     ) -> None:
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; choose from {sorted(FAMILIES)}")
-        self.features, self.family = features, family
+        self.features, self.family, self.standardized = features, family, bool(standardized)
         self.gaussian = nn.Linear(feature_dim, 2 * event_dim)
         build = FAMILIES[family]
         self.flow = (
@@ -111,8 +120,14 @@ class ConditionalDensity(nn.Module):
             True
         """
         loc, raw_scale = self.gaussian(h).chunk(2, -1)
-        base = dist.Normal(loc, F.softplus(raw_scale) + 1e-3).to_event(1)
-        return base if self.flow is None else FlowDistribution(base, self.flow.transform(h))
+        scale = F.softplus(raw_scale) + 1e-3
+        if self.flow is None:
+            return dist.Normal(loc, scale).to_event(1)
+        if not self.standardized:
+            return FlowDistribution(dist.Normal(loc, scale).to_event(1), self.flow.transform(h))
+        noise = dist.Normal(torch.zeros_like(loc), torch.ones_like(loc)).to_event(1)
+        gaussian = AffineTransform(loc, scale.log(), event_dim=1)
+        return FlowDistribution(noise, ComposeFlowTransform([self.flow.transform(h), gaussian]))
 
 
 class AmortizedLocalGuide(nn.Module):
@@ -177,6 +192,8 @@ class FlowVAE(nn.Module):
         decoder_flows: Layers of the flow decoder.
         prior: ``"normal"`` or ``"flow"`` (a learnable affine coupling flow).
         flow_hidden: Hidden widths of every flow conditioner.
+        standardized: Whether the posterior flow acts on standard noise before the
+            Gaussian's affine map (see :class:`ConditionalDensity`).
 
     Example:
         >>> vae = FlowVAE(data_dim=64, latent_dim=4, hidden_dim=32, posterior="planar")
@@ -198,6 +215,7 @@ class FlowVAE(nn.Module):
         decoder_flows: int = 4,
         prior: str = "normal",
         flow_hidden: Sequence[int] = (64,),
+        standardized: bool = True,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -206,14 +224,17 @@ class FlowVAE(nn.Module):
             raise ValueError(f"unknown prior {prior!r}; choose 'normal' or 'flow'")
         self.data_dim, self.latent_dim, self.decoder_kind = data_dim, latent_dim, decoder
         encoder = _mlp([data_dim, hidden_dim, hidden_dim])
-        self.q = ConditionalDensity(encoder, hidden_dim, latent_dim, posterior, num_flows, flow_hidden)
+        self.q = ConditionalDensity(
+            encoder, hidden_dim, latent_dim, posterior, num_flows, flow_hidden, standardized
+        )
         decoder_net = _mlp([latent_dim, hidden_dim, hidden_dim])
         if decoder == "bernoulli":
             self.p_x = nn.Sequential(decoder_net, nn.Linear(hidden_dim, data_dim))
         else:
             family = "gaussian" if decoder == "gaussian" else "affine_coupling"
+            # the decoder's flow acts after its Gaussian, the order its bits/dim were measured in
             self.p_x = ConditionalDensity(
-                decoder_net, hidden_dim, data_dim, family, decoder_flows, flow_hidden
+                decoder_net, hidden_dim, data_dim, family, decoder_flows, flow_hidden, standardized=False
             )
         self.prior_flow = affine_coupling_flow(latent_dim, 4, tuple(flow_hidden)) if prior == "flow" else None
         self.register_buffer("zero", torch.zeros(latent_dim))

@@ -22,6 +22,7 @@ from pyro.optim import Adam
 from torch import nn
 
 from flowguide import AutoIAF
+from flowguide.flows import FlowDistribution
 from flowguide.models.images import binarize, bits_per_dim, dequantize, load_digits, load_images, read_idx
 from flowguide.models.mixture import fit_bernoulli_mixture
 from flowguide.models.vae import DECODERS, FAMILIES, AmortizedLocalGuide, ConditionalDensity, FlowVAE
@@ -57,10 +58,11 @@ def test_every_posterior_and_decoder_takes_an_svi_step(posterior, decoder, devic
     assert vae.log_weights(x, num_samples=5).shape == (5, 12)
 
 
+@pytest.mark.parametrize("standardized", [False, True], ids=["flow_after_gaussian", "standardized"])
 @pytest.mark.parametrize("posterior", [f for f in FAMILIES if f != "gaussian"])
-def test_conditional_log_q_equals_the_inverse_density_per_data_point(posterior, dtype):
+def test_conditional_log_q_equals_the_inverse_density_per_data_point(posterior, dtype, standardized):
     torch.manual_seed(0)
-    vae = small_vae(posterior).to(dtype)
+    vae = small_vae(posterior, standardized=standardized).to(dtype)
     x = batch("bernoulli").to(dtype)
     q = vae.q(x)
     z, log_q = q.rsample_and_log_prob((3,))
@@ -71,6 +73,29 @@ def test_conditional_log_q_equals_the_inverse_density_per_data_point(posterior, 
     tol = 1e-8 if dtype == torch.float64 else 1e-3
     torch.testing.assert_close(by_inverse, log_q.detach(), atol=tol, rtol=tol)
     torch.testing.assert_close(per_row, log_q.detach(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("posterior", ["nsf", "iaf"])
+def test_standardized_posterior_applies_the_gaussian_after_the_flow(posterior):
+    """With loc 0 and scale 1 both orders are the same map; otherwise the standardized one
+    is z = loc + scale * f(u), so its density is the flow's at (z - loc) / scale, over scale."""
+    torch.manual_seed(0)
+    vae = small_vae(posterior, standardized=True).double()
+    x = batch("bernoulli").double()
+    q, h = vae.q(x), vae.q.features(x)
+    loc, raw = vae.q.gaussian(h).chunk(2, -1)
+    scale = torch.nn.functional.softplus(raw) + 1e-3
+    z = q.sample((3,))
+    flow_only = FlowDistribution(vae.q.flow.base((12,)), vae.q.flow.transform(h))
+    expected = flow_only.log_prob((z - loc) / scale) - scale.log().sum(-1)
+    torch.testing.assert_close(q.log_prob(z.clone()), expected)
+    with torch.no_grad():  # loc 0, scale 1: the two orders coincide
+        vae.q.gaussian.weight.zero_()
+        vae.q.gaussian.bias[:4] = 0.0
+        vae.q.gaussian.bias[4:] = math.log(math.expm1(1.0 - 1e-3))  # softplus(b) + 1e-3 = 1
+    plain = small_vae(posterior, standardized=False).double()
+    plain.load_state_dict(vae.state_dict())
+    torch.testing.assert_close(plain.q(x).log_prob(z.clone()), vae.q(x).log_prob(z.clone()))
 
 
 def test_iwae_is_above_the_elbo_and_grows_with_k_on_a_trained_model():
