@@ -96,7 +96,9 @@ class ConditionalDensity(nn.Module):
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; choose from {sorted(FAMILIES)}")
-        self.features, self.family, self.standardized = features, family, bool(standardized)
+        if not isinstance(standardized, bool):
+            raise TypeError(f"standardized must be True or False, got {standardized!r}")
+        self.features, self.family, self.standardized = features, family, standardized
         self.gaussian = nn.Linear(feature_dim, 2 * event_dim)
         build = FAMILIES[family]
         self.flow = (

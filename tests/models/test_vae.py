@@ -208,6 +208,8 @@ def test_bad_options_raise(tmp_path):
         FlowVAE(64, posterior="maf")
     with pytest.raises(ValueError, match="prior"):
         FlowVAE(64, prior="vampprior")
+    with pytest.raises(TypeError, match="standardized"):
+        FlowVAE(64, posterior="nsf", standardized="yes")
     with pytest.raises(ValueError, match="data-dir"):
         load_images("mnist")
     with pytest.raises((ImportError, FileNotFoundError), match="MNIST"):
