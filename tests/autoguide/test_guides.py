@@ -314,7 +314,7 @@ def test_importance_weights_detect_a_wrong_log_density():
 
 @pytest.mark.parametrize("pack_limit", [networks.PACK_LIMIT, 0], ids=["packed", "unpacked"])
 def test_state_dict_pickle_torch_save_and_device_moves(device, pack_limit, monkeypatch):
-    monkeypatch.setattr(networks, "PACK_LIMIT", pack_limit)  # 0: as conditioners over the limit are
+    monkeypatch.setattr(networks, "PACK_LIMIT", pack_limit)  # 0: every conditioner unpacked
     guide = AutoIAF(rich_model, **SMALL).setup(DATA)
     assert guide.flow.layers[0].made.net.packed == (pack_limit > 0)
     with torch.no_grad():
