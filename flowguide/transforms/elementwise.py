@@ -9,12 +9,14 @@ identity map, so a conditioner initialized near zero gives a near-identity flow.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from flowguide.transforms.base import FlowTransform
+from flowguide.transforms.spline_kernel import bin_index, fused_spline, gather_bins, rq_terms
 
 __all__ = [
     "ElementwiseTransform",
@@ -137,19 +139,9 @@ class RQSplineTransform(ElementwiseTransform):
         return self.knots_x[..., -1]
 
     def _bin(self, knots: Tensor, v: Tensor) -> tuple[Tensor, ...]:
-        """Bin of each ``v`` and the bin's left knot, width, height and slopes.
-
-        One small gather per knot table fetches both ends of the bin.
-        """
-        k = (v.unsqueeze(-1) >= knots[..., 1:-1]).sum(-1, keepdim=True)  # (..., 1)
-        index = torch.cat([k, k + 1], -1)  # (..., 2)
-        batch = torch.broadcast_shapes(index.shape[:-1], self.knots_x.shape[:-1])
-        index = index.expand(*batch, 2)
-        # one small gather per table: stacking the tables first copies all of them
-        (x0, x1), (y0, y1), (d0, d1) = (
-            torch.gather(table.expand(*batch, table.shape[-1]), -1, index).unbind(-1)
-            for table in (self.knots_x, self.knots_y, self.derivatives)
-        )
+        """Bin of each ``v`` in ``knots`` and the bin's left knot, width, height and slopes."""
+        ends = gather_bins(bin_index(knots, v), self.knots_x, self.knots_y, self.derivatives)
+        (x0, x1), (y0, y1), (d0, d1) = (pair.unbind(-1) for pair in ends)
         return x0, y0, x1 - x0, y1 - y0, d0, d1
 
     def _inside(self, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -157,26 +149,14 @@ class RQSplineTransform(ElementwiseTransform):
         return v.abs() < bound, torch.maximum(torch.minimum(v, bound), -bound)
 
     @staticmethod
-    def _shape(s: Tensor, d0: Tensor, d1: Tensor, xi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Return ``xi * (1 - xi)``, the bin's denominator and the log-derivative at ``xi``."""
-        rest = 1 - xi
-        t = xi * rest
-        denom = s + (d0 + d1 - 2 * s) * t
-        dydx = (s / denom) ** 2 * (d1 * xi**2 + 2 * s * t + d0 * rest**2)
-        return t, denom, dydx.log()
-
-    @staticmethod
     def _with_tails(inside: Tensor, out: Tensor, ident: Tensor, log_slope: Tensor) -> tuple[Tensor, Tensor]:
         """Spline values inside the interval, the identity (log-slope 0) outside."""
         return torch.where(inside, out, ident), torch.where(inside, log_slope, torch.zeros_like(ident))
 
-    @classmethod
-    def _rq(cls, x0: Tensor, y0: Tensor, w: Tensor, h: Tensor, d0: Tensor, d1: Tensor, x: Tensor):
+    @staticmethod
+    def _rq(x0: Tensor, y0: Tensor, w: Tensor, h: Tensor, d0: Tensor, d1: Tensor, x: Tensor):
         """Value and log-slope at ``x`` of the bin's rational quadratic."""
-        s = h / w
-        xi = ((x - x0) / w).clamp(0, 1)
-        t, denom, log_slope = cls._shape(s, d0, d1, xi)
-        return y0 + h * (s * xi**2 + d0 * t) / denom, log_slope
+        return rq_terms(x0, y0, w, h, d0, d1, x)[:2]
 
     @staticmethod
     def _root(x0: Tensor, y0: Tensor, w: Tensor, h: Tensor, d0: Tensor, d1: Tensor, y: Tensor) -> Tensor:
@@ -208,6 +188,46 @@ class RQSplineTransform(ElementwiseTransform):
         step = (yc - y_root) * torch.exp(-log_slope.detach())
         x = root + (step - step.detach())
         return self._with_tails(inside, x, y, self._rq(*knots, x)[1])
+
+
+class _RawRQSpline(RQSplineTransform):
+    """The spline a :class:`SplineSpec` builds: kept as raw parameters, knots made on demand.
+
+    The forward direction runs as one autograd node (:func:`fused_spline`); the knot
+    tables, which the inverse and the graph-recording forward use, are built from the
+    raw parameters the first time they are read.
+    """
+
+    def __init__(self, spec: SplineSpec, raw: Tensor, event_dim: int = 0) -> None:
+        ElementwiseTransform.__init__(self, event_dim)
+        self.spec, self.raw = spec, raw
+        self._tables: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def _knot_tables(self) -> tuple[Tensor, Tensor, Tensor]:
+        if self._tables is None:
+            _, _, knots, derivatives = self.spec.parts(self.raw)
+            self._tables = (knots[..., 0, :], knots[..., 1, :], derivatives)
+        return self._tables
+
+    knots_x = property(lambda self: self._knot_tables()[0])
+    knots_y = property(lambda self: self._knot_tables()[1])
+    derivatives = property(lambda self: self._knot_tables()[2])
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        needs_grad = torch.is_grad_enabled() and (self.raw.requires_grad or x.requires_grad)
+        if needs_grad and not torch.jit.is_tracing():
+            return fused_spline(self.raw, x, self.spec, _recorded_spline(self.spec))
+        return super()._forward(x)  # no graph to save work for, or a trace to serialize
+
+
+def _recorded_spline(spec: SplineSpec) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``(raw, x) -> (value, log_slope)`` of ``spec``'s spline by the graph-recording formula."""
+
+    def evaluate(raw: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        _, _, knots, derivatives = spec.parts(raw)
+        return RQSplineTransform(knots[..., 0, :], knots[..., 1, :], derivatives)._forward(x)
+
+    return evaluate
 
 
 class MapSpec:
@@ -297,18 +317,32 @@ class SplineSpec(MapSpec):
         self._shift = math.log(math.expm1(1 - min_derivative))
         self.num_params = 3 * bins - 1
 
-    def _knots(self, raw: Tensor) -> Tensor:
-        r"""Knots from unnormalized bin sizes ``(..., K)``, ends exactly at :math:`\pm B`."""
-        fractions = self.min_bin + (1 - self.min_bin * self.bins) * raw.softmax(-1)
+    def parts(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        r"""The knots from raw parameters ``(..., 3K - 1)``, and what their gradient needs.
+
+        Returns:
+            ``(softmax, inner, knots, derivatives)``: the softmax of the unnormalized
+            widths and heights ``(..., 2, K)``; the shifted raw interior derivatives
+            ``(..., K - 1)``; the knot abscissae and ordinates ``(..., 2, K + 1)``, ends
+            exactly at :math:`\pm B`; the knot derivatives ``(..., K + 1)``.
+
+        Example:
+            >>> softmax, inner, knots, derivatives = SplineSpec(bins=2, bound=1.0).parts(torch.zeros(5))
+            >>> knots, torch.allclose(derivatives, torch.ones(3))  # raw zeros: equal bins, unit slopes
+            (tensor([[-1.,  0.,  1.],
+                    [-1.,  0.,  1.]]), True)
+        """
+        k = self.bins
+        softmax = raw[..., : 2 * k].unflatten(-1, (2, k)).softmax(-1)  # widths and heights together
+        inner = raw[..., 2 * k :] + self._shift
+        fractions = self.min_bin + (1 - self.min_bin * k) * softmax
         cumulative = F.pad(F.pad(fractions[..., :-1].cumsum(-1), (1, 0), value=0.0), (0, 1), value=1.0)
-        return self.bound * (2 * cumulative - 1)  # 2 * 0 - 1 and 2 * 1 - 1 are exact
+        knots = self.bound * (2 * cumulative - 1)  # 2 * 0 - 1 and 2 * 1 - 1 are exact
+        derivatives = F.pad(self.min_derivative + F.softplus(inner), (1, 1), value=1.0)
+        return softmax, inner, knots, derivatives
 
     def __call__(self, raw: Tensor) -> RQSplineTransform:
-        k = self.bins
-        sizes, inner = raw[..., : 2 * k].unflatten(-1, (2, k)), raw[..., 2 * k :]
-        derivatives = F.pad(self.min_derivative + F.softplus(inner + self._shift), (1, 1), value=1.0)
-        knots = self._knots(sizes)  # widths and heights together: half the operations
-        return RQSplineTransform(knots[..., 0, :], knots[..., 1, :], derivatives)
+        return _RawRQSpline(self, raw)
 
     def __repr__(self) -> str:
         return f"SplineSpec(bins={self.bins}, bound={self.bound})"

@@ -346,8 +346,9 @@ def test_state_dict_pickle_torch_save_and_device_moves(device, pack_limit, monke
     assert latent.dtype == torch.float64 and latent.device.type == device.type
 
 
-def test_jit_traced_guide_serializes():
-    guide = AutoAffineCoupling(rich_model, **SMALL).setup(DATA)
+@pytest.mark.parametrize("name", list(GUIDES))
+def test_jit_traced_guide_serializes(name):
+    guide = GUIDES[name](rich_model).setup(DATA)
     torch.manual_seed(0)
     traced = torch.jit.trace_module(guide, {"call": (DATA,)}, check_trace=False)
     buffer = io.BytesIO()
