@@ -45,6 +45,7 @@ from flowguide.flows import (
     neural_spline_flow,
     planar_flow,
 )
+from flowguide.transforms import ComposeFlowTransform
 
 __all__ = ["AutoFlow", "AutoPlanarFlow", "AutoIAF", "AutoNeuralSpline", "AutoAffineCoupling"]
 
@@ -521,15 +522,19 @@ class AutoFlow(AutoContinuous):
             pos += size
         return result
 
-    def _draw_latent(self, num_samples: int, seed: int | None = None, antithetic: bool = False) -> Tensor:
-        """Push base draws through the flow; ``antithetic`` pairs each draw ``u`` with ``-u``."""
+    def _base_draws(self, num_samples: int, seed: int | None = None, antithetic: bool = False) -> Tensor:
+        """Standard normal draws ``(N, D)``; ``antithetic`` pairs each draw ``u`` with ``-u``."""
         loc = self.flow.base_loc
         generator = None
         if seed is not None:
             generator = torch.Generator(device=loc.device).manual_seed(seed)
         count = -(-num_samples // 2) if antithetic else num_samples
         u = torch.randn(count, self.latent_dim, generator=generator, device=loc.device, dtype=loc.dtype)
-        return self.flow.transform()(torch.cat([u, -u]) if antithetic else u)
+        return torch.cat([u, -u]) if antithetic else u
+
+    def _draw_latent(self, num_samples: int, seed: int | None = None, antithetic: bool = False) -> Tensor:
+        """Push base draws (see :meth:`_base_draws`) through the flow."""
+        return self.flow.transform()(self._base_draws(num_samples, seed, antithetic))
 
     @torch.no_grad()
     def sample_posterior(self, num_samples: int, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
@@ -565,6 +570,27 @@ class AutoFlow(AutoContinuous):
             raise ValueError(f"quantiles must be a 1-D sequence of numbers in [0, 1], got {quantiles!r}")
         values = torch.quantile(latent, qs, dim=0)  # (Q, D)
         return self._constrain(values)
+
+    @torch.no_grad()
+    def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        r"""Posterior mean and standard deviation of the packed unconstrained latent.
+
+        Pyro's Gaussian :class:`~pyro.infer.autoguide.AutoContinuous` guides return
+        their location and scale parameters here; for a flow these are the moments of
+        :math:`z = \mu + \sigma \odot w`, estimated from the same antithetic draws as
+        :meth:`quantiles`. The draws of :math:`w` (the flow before its final
+        elementwise affine layer) are scaled afterwards, so a tiny ``init_scale`` keeps
+        its precision.
+
+        Returns:
+            ``(loc, scale)``, each of shape ``(latent_dim,)``.
+        """
+        self.setup(*args, **kwargs)
+        *body, head = self.flow.layers
+        u = self._base_draws(self.num_summary_samples, seed=0, antithetic=True)
+        w = ComposeFlowTransform([layer() for layer in body])(u)
+        scale = head.log_scale.exp()
+        return head.loc + scale * w.mean(0), scale * w.std(0)
 
     @torch.no_grad()
     def median(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
