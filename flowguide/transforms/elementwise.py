@@ -8,15 +8,22 @@ identity map, so a conditioner initialized near zero gives a near-identity flow.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from flowguide.transforms.base import FlowTransform
-from flowguide.transforms.spline_kernel import bin_index, fused_spline, gather_bins, rq_terms
+from flowguide.transforms.spline_kernel import (
+    bin_index,
+    fused_spline,
+    fused_spline_inverse,
+    gather_bins,
+    rq_root,
+    rq_terms,
+)
 
 __all__ = [
     "ElementwiseTransform",
@@ -161,14 +168,7 @@ class RQSplineTransform(ElementwiseTransform):
     @staticmethod
     def _root(x0: Tensor, y0: Tensor, w: Tensor, h: Tensor, d0: Tensor, d1: Tensor, y: Tensor) -> Tensor:
         """Closed-form solution of ``rq(x) = y`` in the bin (the stable root of a quadratic)."""
-        s = h / w
-        dy = y - y0
-        c = d0 + d1 - 2 * s
-        a = h * (s - d0) + dy * c
-        b = h * d0 - dy * c
-        cc = -s * dy
-        disc = (b**2 - 4 * a * cc).clamp_min(0)
-        return x0 + w * (2 * cc / (-b - disc.sqrt())).clamp(0, 1)
+        return rq_root(x0, y0, w, h, d0, d1, y)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         inside, xc = self._inside(x)
@@ -213,21 +213,27 @@ class _RawRQSpline(RQSplineTransform):
     knots_y = property(lambda self: self._knot_tables()[1])
     derivatives = property(lambda self: self._knot_tables()[2])
 
+    def _one_node(self, v: Tensor) -> bool:
+        """Whether to run the one-node kernel: a gradient is wanted and nothing traces."""
+        wanted = torch.is_grad_enabled() and (self.raw.requires_grad or v.requires_grad)
+        return wanted and not torch.jit.is_tracing()
+
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        needs_grad = torch.is_grad_enabled() and (self.raw.requires_grad or x.requires_grad)
-        if needs_grad and not torch.jit.is_tracing():
-            return fused_spline(self.raw, x, self.spec, _recorded_spline(self.spec))
+        if self._one_node(x):
+            return fused_spline(self.raw, x, self.spec, functools.partial(_recorded, self.spec, False))
         return super()._forward(x)  # no graph to save work for, or a trace to serialize
 
+    def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self._one_node(y):
+            return fused_spline_inverse(self.raw, y, self.spec, functools.partial(_recorded, self.spec, True))
+        return super()._backward(y)
 
-def _recorded_spline(spec: SplineSpec) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """``(raw, x) -> (value, log_slope)`` of ``spec``'s spline by the graph-recording formula."""
 
-    def evaluate(raw: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        _, _, knots, derivatives = spec.parts(raw)
-        return RQSplineTransform(knots[..., 0, :], knots[..., 1, :], derivatives)._forward(x)
-
-    return evaluate
+def _recorded(spec: SplineSpec, inverse: bool, raw: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """``spec``'s spline at ``v`` (forward, or inverse) by the graph-recording formula."""
+    _, _, knots, derivatives = spec.parts(raw)
+    spline = RQSplineTransform(knots[..., 0, :], knots[..., 1, :], derivatives)
+    return spline._backward(v) if inverse else spline._forward(v)
 
 
 class MapSpec:

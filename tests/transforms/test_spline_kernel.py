@@ -52,6 +52,26 @@ def test_kernel_equals_the_graph_recording_spline_with_its_gradients(bins, shape
         torch.testing.assert_close(a, b, atol=exact, rtol=exact)
 
 
+@pytest.mark.parametrize("bins", [1, 2, 8])
+@pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))
+def test_inverse_kernel_equals_the_recorded_inverse_with_its_gradients(bins, shape, device, dtype):
+    """The one-node inverse: same root and log-slope as the recorded inverse, and its
+    implicit-function gradients equal those of the recorded Newton correction."""
+    spec = SplineSpec(bins=bins, bound=2.0, min_bin=0.01, min_derivative=0.1)
+    raw, y = _inputs(spec, *SHAPES[shape], device, dtype)
+    x, log_slope = spec(raw)._backward(y)
+    assert type(x.grad_fn).__name__ == "_FusedSplineInverseBackward"
+    x_ref, log_slope_ref = _reference(spec, raw)._backward(y)
+    exact = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(x, x_ref, atol=exact, rtol=0)
+    torch.testing.assert_close(log_slope, log_slope_ref, atol=exact, rtol=0)
+    g_x, g_l = torch.randn_like(x), torch.randn_like(x)
+    got = torch.autograd.grad((g_x * x + g_l * log_slope).sum(), (raw, y))
+    want = torch.autograd.grad((g_x * x_ref + g_l * log_slope_ref).sum(), (raw, y))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=exact, rtol=exact)
+
+
 def test_kernel_gradient_at_knots_ends_and_tails(device, dtype):
     """Knots, the interval's ends and the tails: where the bin or the branch changes."""
     spec = SplineSpec(bins=5, bound=1.5)
@@ -77,7 +97,9 @@ def test_spec_uses_the_kernel_only_where_a_gradient_is_wanted(device, dtype):
     assert type(y.grad_fn).__name__ == "_FusedSplineBackward"
     with torch.no_grad():
         y_free, _ = spec(raw).call_and_ladj(x)
+        x_free, _ = spec(raw).inv_and_ladj(y)
     torch.testing.assert_close(y_free, y.detach(), atol=0, rtol=0)
+    torch.testing.assert_close(x_free, spec(raw).inv(y), atol=0, rtol=0)
 
 
 def test_second_derivatives_are_the_graph_recording_formulas(device, dtype):
@@ -92,21 +114,24 @@ def test_second_derivatives_are_the_graph_recording_formulas(device, dtype):
 
         return f
 
-    fused = through(lambda r, v: spec(r).call_and_ladj(v))
-    recorded = through(lambda r, v: _reference(spec, r).call_and_ladj(v))
-    got = torch.autograd.functional.hessian(fused, (raw.detach(), x.detach()))
-    want = torch.autograd.functional.hessian(recorded, (raw.detach(), x.detach()))
     exact = 1e-10 if dtype == torch.float64 else 1e-4
-    for row_got, row_want in zip(got, want, strict=True):
-        for a, b in zip(row_got, row_want, strict=True):
-            torch.testing.assert_close(a, b, atol=exact, rtol=exact)
+    for direction in ("call_and_ladj", "inv_and_ladj"):
+        fused = through(lambda r, v, d=direction: getattr(spec(r), d)(v))
+        recorded = through(lambda r, v, d=direction: getattr(_reference(spec, r), d)(v))
+        got = torch.autograd.functional.hessian(fused, (raw.detach(), x.detach()))
+        want = torch.autograd.functional.hessian(recorded, (raw.detach(), x.detach()))
+        for row_got, row_want in zip(got, want, strict=True):
+            for a, b in zip(row_got, row_want, strict=True):
+                torch.testing.assert_close(a, b, atol=exact, rtol=exact)
 
 
 def test_traced_spline_records_no_python_function(device, dtype):
     """``torch.jit.trace`` gets the graph-recording formula: a custom Function cannot be saved."""
     spec = SplineSpec(bins=4)
     raw, x = _inputs(spec, (5,), (5,), device, dtype)
-    traced = torch.jit.trace(lambda r, v: spec(r).call_and_ladj(v), (raw, x), check_trace=False)
-    assert "prim::PythonOp" not in {node.kind() for node in traced.graph.nodes()}
-    torch.jit.save(traced, io.BytesIO())  # fails for a graph holding a Python function
-    torch.testing.assert_close(traced(raw, x)[0], spec(raw)._forward(x)[0], atol=0, rtol=0)
+    for direction in ("call_and_ladj", "inv_and_ladj"):
+        evaluate = lambda r, v, d=direction: getattr(spec(r), d)(v)  # noqa: E731
+        traced = torch.jit.trace(evaluate, (raw, x), check_trace=False)
+        assert "prim::PythonOp" not in {node.kind() for node in traced.graph.nodes()}
+        torch.jit.save(traced, io.BytesIO())  # fails for a graph holding a Python function
+        torch.testing.assert_close(traced(raw, x)[0], evaluate(raw, x)[0], atol=0, rtol=0)
