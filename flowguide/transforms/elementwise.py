@@ -193,20 +193,23 @@ class RQSplineTransform(ElementwiseTransform):
 class _RawRQSpline(RQSplineTransform):
     """The spline a :class:`SplineSpec` builds: kept as raw parameters, knots made on demand.
 
-    The forward direction runs as one autograd node (:func:`fused_spline`); the knot
-    tables, which the inverse and the graph-recording forward use, are built from the
-    raw parameters the first time they are read.
+    Where a gradient is wanted, each direction runs as one autograd node
+    (:func:`fused_spline`, :func:`fused_spline_inverse`). The knot tables, which the
+    recorded formulas use, are built from the raw parameters when first read, and built
+    again if they were built without gradients and gradients are now on.
     """
 
     def __init__(self, spec: SplineSpec, raw: Tensor, event_dim: int = 0) -> None:
         ElementwiseTransform.__init__(self, event_dim)
         self.spec, self.raw = spec, raw
         self._tables: tuple[Tensor, Tensor, Tensor] | None = None
+        self._tables_recorded = False
 
     def _knot_tables(self) -> tuple[Tensor, Tensor, Tensor]:
-        if self._tables is None:
+        if self._tables is None or (torch.is_grad_enabled() and not self._tables_recorded):
             _, _, knots, derivatives = self.spec.parts(self.raw)
             self._tables = (knots[..., 0, :], knots[..., 1, :], derivatives)
+            self._tables_recorded = torch.is_grad_enabled()
         return self._tables
 
     knots_x = property(lambda self: self._knot_tables()[0])

@@ -102,6 +102,15 @@ def test_spec_uses_the_kernel_only_where_a_gradient_is_wanted(device, dtype):
     torch.testing.assert_close(x_free, spec(raw).inv(y), atol=0, rtol=0)
 
 
+def test_knot_tables_read_without_gradients_are_rebuilt_with_them(device, dtype):
+    spec = SplineSpec(bins=4)
+    raw = torch.randn(3, spec.num_params, device=device, dtype=dtype, requires_grad=True)
+    spline = spec(raw)
+    with torch.no_grad():
+        assert spline.knots_x.grad_fn is None
+    assert spline.knots_x.grad_fn is not None and spline.derivatives.grad_fn is not None
+
+
 def test_second_derivatives_are_the_graph_recording_formulas(device, dtype):
     """``create_graph=True`` differentiates the recorded formula: Hessians stay exact."""
     spec = SplineSpec(bins=4, bound=2.0)
