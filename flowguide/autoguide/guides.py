@@ -586,9 +586,9 @@ class AutoFlow(AutoContinuous):
             ``(loc, scale)``, each of shape ``(latent_dim,)``.
         """
         self.setup(*args, **kwargs)
-        *body, head = self.flow.layers
-        u = self._base_draws(self.num_summary_samples, seed=0, antithetic=True)
-        w = ComposeFlowTransform([layer() for layer in body])(u)
+        body = ComposeFlowTransform(self.flow.transform().parts[:-1])
+        w = body(self._base_draws(self.num_summary_samples, seed=0, antithetic=True))
+        head = self.flow.layers[-1]
         scale = head.log_scale.exp()
         return head.loc + scale * w.mean(0), scale * w.std(0)
 

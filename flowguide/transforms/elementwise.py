@@ -23,6 +23,7 @@ from flowguide.transforms.spline_kernel import (
     gather_bins,
     rq_root,
     rq_terms,
+    with_tails,
 )
 
 __all__ = [
@@ -156,30 +157,20 @@ class RQSplineTransform(ElementwiseTransform):
         return v.abs() < bound, torch.maximum(torch.minimum(v, bound), -bound)
 
     @staticmethod
-    def _with_tails(inside: Tensor, out: Tensor, ident: Tensor, log_slope: Tensor) -> tuple[Tensor, Tensor]:
-        """Spline values inside the interval, the identity (log-slope 0) outside."""
-        return torch.where(inside, out, ident), torch.where(inside, log_slope, torch.zeros_like(ident))
-
-    @staticmethod
     def _rq(x0: Tensor, y0: Tensor, w: Tensor, h: Tensor, d0: Tensor, d1: Tensor, x: Tensor):
         """Value and log-slope at ``x`` of the bin's rational quadratic."""
         return rq_terms(x0, y0, w, h, d0, d1, x)[:2]
 
-    @staticmethod
-    def _root(x0: Tensor, y0: Tensor, w: Tensor, h: Tensor, d0: Tensor, d1: Tensor, y: Tensor) -> Tensor:
-        """Closed-form solution of ``rq(x) = y`` in the bin (the stable root of a quadratic)."""
-        return rq_root(x0, y0, w, h, d0, d1, y)
-
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         inside, xc = self._inside(x)
         y, log_slope = self._rq(*self._bin(self.knots_x, xc), xc)
-        return self._with_tails(inside, y, x, log_slope)
+        return with_tails(inside, y, x, log_slope)
 
     def _backward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         inside, yc = self._inside(y)
         knots = self._bin(self.knots_y, yc)
         with torch.no_grad():
-            root = self._root(*knots, yc)
+            root = rq_root(*knots, yc)
         # The value is the closed-form root; the gradient is the implicit-function one,
         # dx = (dy - dy/dθ dθ) / y'(x), carried by a Newton correction whose value is
         # removed. Differentiating the root formula instead gives NaN where its
@@ -187,7 +178,7 @@ class RQSplineTransform(ElementwiseTransform):
         y_root, log_slope = self._rq(*knots, root)
         step = (yc - y_root) * torch.exp(-log_slope.detach())
         x = root + (step - step.detach())
-        return self._with_tails(inside, x, y, self._rq(*knots, x)[1])
+        return with_tails(inside, x, y, self._rq(*knots, x)[1])
 
 
 class _RawRQSpline(RQSplineTransform):
@@ -207,8 +198,7 @@ class _RawRQSpline(RQSplineTransform):
 
     def _knot_tables(self) -> tuple[Tensor, Tensor, Tensor]:
         if self._tables is None or (torch.is_grad_enabled() and not self._tables_recorded):
-            _, _, knots, derivatives = self.spec.parts(self.raw)
-            self._tables = (knots[..., 0, :], knots[..., 1, :], derivatives)
+            self._tables = _tables_of(self.spec, self.raw)
             self._tables_recorded = torch.is_grad_enabled()
         return self._tables
 
@@ -232,10 +222,15 @@ class _RawRQSpline(RQSplineTransform):
         return super()._backward(y)
 
 
+def _tables_of(spec: SplineSpec, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(knots_x, knots_y, derivatives)`` of ``spec``'s spline with raw parameters ``raw``."""
+    _, _, knots, derivatives = spec.parts(raw)
+    return knots[..., 0, :], knots[..., 1, :], derivatives
+
+
 def _recorded(spec: SplineSpec, inverse: bool, raw: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     """``spec``'s spline at ``v`` (forward, or inverse) by the graph-recording formula."""
-    _, _, knots, derivatives = spec.parts(raw)
-    spline = RQSplineTransform(knots[..., 0, :], knots[..., 1, :], derivatives)
+    spline = RQSplineTransform(*_tables_of(spec, raw))
     return spline._backward(v) if inverse else spline._forward(v)
 
 

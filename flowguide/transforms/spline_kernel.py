@@ -44,7 +44,15 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-__all__ = ["bin_index", "gather_bins", "rq_terms", "rq_root", "fused_spline", "fused_spline_inverse"]
+__all__ = [
+    "bin_index",
+    "gather_bins",
+    "rq_terms",
+    "rq_root",
+    "with_tails",
+    "fused_spline",
+    "fused_spline_inverse",
+]
 
 Reference = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -137,6 +145,17 @@ def rq_root(x0: Tensor, y0: Tensor, w: Tensor, h: Tensor, d0: Tensor, d1: Tensor
     return x0 + w * (2 * cc / (-b - disc.sqrt())).clamp(0, 1)
 
 
+def with_tails(inside: Tensor, value: Tensor, ident: Tensor, log_slope: Tensor) -> tuple[Tensor, Tensor]:
+    """The spline's value and log-slope inside :math:`[-B, B]`, the identity (log-slope 0) outside.
+
+    Example:
+        >>> inside = torch.tensor([True, False])
+        >>> with_tails(inside, torch.tensor([0.5, 9.0]), torch.tensor([0.4, 7.0]), torch.tensor([0.1, 0.2]))
+        (tensor([0.5000, 7.0000]), tensor([0.1000, 0.0000]))
+    """
+    return torch.where(inside, value, ident), torch.where(inside, log_slope, torch.zeros_like(log_slope))
+
+
 def _bin_partials(d0: Tensor, d1: Tensor, terms: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
     r"""Partials of :math:`R` and :math:`\log y'` in :math:`(\xi, s, d_0, d_1)`, stacked first.
 
@@ -216,7 +235,7 @@ class _FusedSpline(torch.autograd.Function):
         inside = x.abs() < spec.bound  # the end knots are exactly -B and B
         ctx.spec, ctx.reference = spec, reference
         ctx.save_for_backward(raw, x, softmax, inner, pair, inside, w, h, d0, d1, *terms)
-        return torch.where(inside, value, x), torch.where(inside, log_slope, torch.zeros_like(log_slope))
+        return with_tails(inside, value, x, log_slope)
 
     @staticmethod
     def backward(ctx: Any, grad_value: Tensor, grad_log_slope: Tensor) -> tuple[Tensor | None, ...]:
@@ -243,10 +262,10 @@ class _FusedSplineInverse(torch.autograd.Function):
         root = rq_root(x0, y0, w, h, d0, d1, y.clamp(-spec.bound, spec.bound))
         _, log_slope, terms = rq_terms(x0, y0, w, h, d0, d1, root)
         inside = y.abs() < spec.bound
-        log_slope = torch.where(inside, log_slope, torch.zeros_like(log_slope))
+        x, log_slope = with_tails(inside, root, y, log_slope)
         ctx.spec, ctx.reference = spec, reference
         ctx.save_for_backward(raw, y, softmax, inner, pair, inside, w, h, d0, d1, *terms, log_slope)
-        return torch.where(inside, root, y), log_slope
+        return x, log_slope
 
     @staticmethod
     def backward(ctx: Any, grad_x: Tensor, grad_log_slope: Tensor) -> tuple[Tensor | None, ...]:
