@@ -2,8 +2,10 @@ r"""Conditioner networks: a plain MLP and a masked autoregressive MLP (MADE).
 
 Both take an input ``x`` and an optional ``context`` (concatenated to the input after
 broadcasting their batch shapes) and return raw map parameters of shape
-``(..., D_out, P)``. Their last layer starts near zero (``init_scale``), so the flows
-they drive start near the identity while every weight still receives a gradient.
+``(..., D_out, P)``. Their last layer starts at zero (``init_scale=0``), so the flows
+they drive start as the exact identity: a guide's median at initialization is its
+``init_loc_fn`` value to rounding, not to the flow's small asymmetry. The hidden layers
+get their first gradient on the second step, once the last layer has moved.
 
 The output is multiplied by a fixed ``output_scale`` (default 0.1, about
 :math:`1/\sqrt{64}`). Adam moves every weight by about the learning rate per step,
@@ -205,7 +207,7 @@ class MLP(_Conditioner):
         hidden_dims: Hidden layer widths.
         context_dim: Size of the context, or ``None`` for none.
         activation: Activation module class.
-        init_scale: Factor on the last layer's initial weights (near-identity start).
+        init_scale: Factor on the last layer's initial weights and bias (0: identity start).
         output_scale: Fixed factor on the output (see the module docstring).
 
     Example:
@@ -222,7 +224,7 @@ class MLP(_Conditioner):
         hidden_dims: Sequence[int] = (64, 64),
         context_dim: int | None = None,
         activation: type[nn.Module] = nn.ReLU,
-        init_scale: float = 1e-2,
+        init_scale: float = 0.0,
         output_scale: float = 0.1,
     ) -> None:
         super().__init__(out_dim, num_params, init_scale, output_scale)
@@ -249,7 +251,7 @@ class MADE(_Conditioner):
         context_dim: Size of the context, or ``None`` for none.
         order: Autoregressive order (a permutation of ``range(dim)``); default natural.
         activation: Activation module class.
-        init_scale: Factor on the last layer's initial weights (near-identity start).
+        init_scale: Factor on the last layer's initial weights and bias (0: identity start).
         output_scale: Fixed factor on the output (see the module docstring).
 
     References:
@@ -270,7 +272,7 @@ class MADE(_Conditioner):
         context_dim: int | None = None,
         order: Tensor | None = None,
         activation: type[nn.Module] = nn.ReLU,
-        init_scale: float = 1e-2,
+        init_scale: float = 0.0,
         output_scale: float = 0.1,
     ) -> None:
         super().__init__(dim, num_params, init_scale, output_scale)

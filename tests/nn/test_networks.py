@@ -30,19 +30,34 @@ def test_made_outputs_depend_only_on_lower_degrees(order, context_dim, device, d
 
 
 def test_context_changes_the_output(device, dtype):
-    made = MADE(3, num_params=2, hidden_dims=[8], context_dim=4).to(device, dtype)
+    made = MADE(3, num_params=2, hidden_dims=[8], context_dim=4, init_scale=1.0).to(device, dtype)
     x = torch.randn(3, device=device, dtype=dtype)
     a = made(x, torch.zeros(4, device=device, dtype=dtype))
     b = made(x, torch.ones(4, device=device, dtype=dtype))
     assert not torch.allclose(a, b)
 
 
-def test_near_identity_start_is_small_but_trainable(device, dtype):
-    net = MLP(2, 3, num_params=4, hidden_dims=[16]).to(device, dtype)
-    out = net(torch.randn(10, 2, device=device, dtype=dtype))
-    assert out.abs().max() < 0.1
-    out.sum().backward()
-    assert all(p.grad.abs().sum() > 0 for p in net.parameters())
+@pytest.mark.parametrize("kind", ["mlp", "made"])
+def test_identity_start_is_exact_and_every_weight_trains_from_step_two(kind, device, dtype):
+    torch.manual_seed(0)
+    net = (
+        MLP(2, 3, num_params=4, hidden_dims=[16])
+        if kind == "mlp"
+        else MADE(3, num_params=4, hidden_dims=[16])
+    )
+    net = net.to(device, dtype)
+    x = torch.randn(10, net.out_dim if kind == "made" else 2, device=device, dtype=dtype)
+    optim = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for step in range(2):
+        optim.zero_grad()
+        out = net(x)
+        if step == 0:
+            assert (out == 0).all()
+        (out * torch.arange(out.numel(), device=device, dtype=dtype).view_as(out)).sum().backward()
+        grads = net.net.weights.grad.split(net.net.sizes)
+        nonzero = [bool(g.abs().sum() > 0) for g in grads]  # weight, bias per layer
+        assert nonzero == ([False, False, True, True] if step == 0 else [True] * 4)
+        optim.step()
 
 
 @pytest.mark.parametrize(
