@@ -85,7 +85,12 @@ class ElementwiseAffine(FlowLayer):
     r"""Learnable elementwise affine map :math:`z = \mu + e^{s} \odot u`.
 
     Starts as the identity; :meth:`set_loc_scale` sets it from an initial location and
-    scale (as autoguides do).
+    scale (as autoguides do). The location is stored in units of a fixed ``loc_unit``
+    (a buffer, ones unless set): :math:`\mu = \text{loc} \odot \text{loc\_unit}`. An
+    optimizer such as Adam moves every parameter by about its learning rate per step
+    whatever the gradient's size, so with ``loc_unit`` set to the posterior's width
+    each step moves :math:`\mu_i` by that fraction of the width in coordinate
+    :math:`i`, not by a fixed distance.
 
     Arguments:
         dim: Number of coordinates.
@@ -96,21 +101,35 @@ class ElementwiseAffine(FlowLayer):
         >>> layer.set_loc_scale(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.5]))
         >>> layer()(torch.ones(2))
         tensor([ 3.0000, -0.5000], grad_fn=<AddBackward0>)
+        >>> layer.set_loc_scale(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.5]), loc_unit=torch.tensor([0.5, 0.5]))
+        >>> layer.loc.data, layer.location
+        (tensor([ 2., -2.]), tensor([ 1., -1.], grad_fn=<MulBackward0>))
     """
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
         self.loc = nn.Parameter(torch.zeros(dim))
         self.log_scale = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("loc_unit", torch.ones(dim))
+
+    @property
+    def location(self) -> Tensor:
+        r""":math:`\mu`, the location in the coordinates of :math:`z`."""
+        return self.loc * self.loc_unit
 
     @torch.no_grad()
-    def set_loc_scale(self, loc: Tensor, scale: Tensor) -> None:
-        """Set :math:`\\mu` and :math:`e^{s}` in place (shapes ``(D,)``, ``scale > 0``)."""
-        self.loc.copy_(loc)
+    def set_loc_scale(self, loc: Tensor, scale: Tensor, loc_unit: Tensor | None = None) -> None:
+        r"""Set :math:`\mu` and :math:`e^{s}` in place (shapes ``(D,)``, ``scale > 0``), and
+        the location's unit if ``loc_unit`` (positive, shape ``(D,)``) is given."""
+        if loc_unit is not None:
+            if not (loc_unit.shape == self.loc_unit.shape and (loc_unit > 0).all()):
+                raise ValueError(f"loc_unit must be positive with shape {tuple(self.loc_unit.shape)}")
+            self.loc_unit.copy_(loc_unit)
+        self.loc.copy_(loc / self.loc_unit)
         self.log_scale.copy_(torch.as_tensor(scale, dtype=self.loc.dtype).log())
 
     def build(self, context: Tensor | None) -> FlowTransform:
-        return AffineTransform(self.loc, self.log_scale, event_dim=1)
+        return AffineTransform(self.location, self.log_scale, event_dim=1)
 
 
 class Planar(FlowLayer):

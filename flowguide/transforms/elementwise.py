@@ -3,7 +3,8 @@ r"""Elementwise monotone maps built from parameter tensors.
 These are the "transformers" of coupling and autoregressive flows: a conditioner
 produces a tensor of raw parameters of shape ``(..., D, P)`` and a :class:`MapSpec`
 turns it into an elementwise bijection. Raw parameters equal to zero give the
-identity map, so a conditioner initialized near zero gives a near-identity flow.
+identity map, so a conditioner whose last layer starts at zero starts the flow as the
+identity.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ class MapSpec:
     """Recipe turning raw parameters ``(..., D, P)`` into an elementwise map.
 
     ``num_params`` is ``P``; calling the spec builds the map. Raw zeros give the
-    identity, which is what near-identity initialization of a conditioner relies on.
+    identity, which is what the zero initialization of a conditioner relies on.
     """
 
     num_params: int

@@ -210,7 +210,7 @@ def test_median_of_a_symmetric_posterior_is_exact():
     for _ in range(20):  # move the head off its initial values: L is no longer the identity
         svi.step()
     assert guide.flow.layers[-2].lower_entries.detach().abs().max() > 0.05
-    loc = guide.flow.layers[-1].loc.detach()
+    loc = guide.flow.layers[-1].location.detach()
     expected = {"x": loc[0], "y": loc[1:6], "s": loc[6].exp()}
     median = guide.median()
     lower, upper = guide.quantiles([0.1, 0.9])["y"]
@@ -247,7 +247,7 @@ def test_init_loc_fn_sets_the_affine_layer(init_loc_fn):
         name: site["value"] for name, site in guide.prototype_trace.nodes.items() if name in ("loc", "s")
     }
     expected = torch.stack([init_values["loc"], init_values["s"].log()])
-    torch.testing.assert_close(affine.loc.detach(), expected)
+    torch.testing.assert_close(affine.location.detach(), expected)
     torch.testing.assert_close(affine.log_scale.exp().detach(), torch.full((2,), 0.05))
     draws = guide.sample_posterior(2000)
     assert abs(float(draws["loc"].mean()) - float(expected[0])) < 0.01
@@ -503,7 +503,7 @@ def test_loc_scale_are_the_posterior_moments(name):
             parameter.add_(torch.randn_like(parameter))
     loc, scale = guide._loc_scale()
     draws = guide.sample_posterior(200_000, *case.args)["w"]
-    assert (loc - guide.flow.layers[-1].loc).abs().max() > 0.1 * float(scale.min())
+    assert (loc - guide.flow.layers[-1].location).abs().max() > 0.1 * float(scale.min())
     torch.testing.assert_close(loc, draws.mean(0), atol=0.01 * float(scale.min()), rtol=0)
     torch.testing.assert_close(scale, draws.std(0), atol=0, rtol=0.01)
 
@@ -521,9 +521,34 @@ def test_laplace_warm_start_with_a_diagonal_head_uses_the_diagonal_of_the_hessia
     head = guide.flow.layers[-1]
     mean, cov = case._posterior()
     precision = torch.linalg.inv(cov)
-    assert torch.allclose(head.loc.double(), mean, atol=1e-3)  # float32 L-BFGS
+    assert torch.allclose(head.location.double(), mean, atol=1e-3)  # float32 L-BFGS
     assert torch.allclose(head.log_scale.exp().double(), precision.diagonal().rsqrt(), rtol=1e-3)
     assert not any(isinstance(layer, TriangularLinear) for layer in guide.flow.layers)
+
+
+@pytest.mark.parametrize("affine", ["full", "diagonal"])
+def test_after_a_laplace_start_adam_steps_the_location_in_units_of_its_conditional_scale(affine):
+    """Adam's first step moves each parameter by its learning rate (m/sqrt(v) = sign g):
+    after a Laplace start the location moves by lr / sqrt(H_ii), a fixed fraction of the
+    posterior's width given the other coordinates, not by lr in absolute units."""
+    scale_tril = torch.tensor([[0.05, 0.0, 0.0], [0.5, 2.0, 0.0], [-0.02, 0.3, 0.2]])
+    cov = scale_tril @ scale_tril.T
+
+    def model():
+        pyro.sample("z", dist.MultivariateNormal(torch.tensor([1.0, -2.0, 0.5]), scale_tril=scale_tril))
+
+    guide = AutoIAF(model, **SMALL, affine=affine, warm_start="laplace", stl=False).setup()
+    head = guide.flow.layers[-1]
+    unit = torch.linalg.inv(cov).diagonal().rsqrt()
+    assert unit.max() / unit.min() > 10  # coordinates of different widths: the check can tell
+    torch.testing.assert_close(head.loc_unit, unit, rtol=1e-3, atol=0)  # float32 L-BFGS
+    before = head.location.detach().clone()
+    svi = SVI(model, guide, Adam({"lr": 0.1}), Trace_ELBO())
+    svi.step()
+    moved = (head.location.detach() - before).abs()
+    torch.testing.assert_close(moved, 0.1 * unit, rtol=1e-4, atol=0)
+    cold = AutoIAF(model, **SMALL, warm_start=None).setup().flow.layers[-1]
+    assert (cold.loc_unit == 1).all() and torch.equal(cold.loc, cold.location)
 
 
 def test_laplace_warm_start_falls_back_with_a_warning_on_a_flat_direction():
@@ -746,7 +771,7 @@ def test_auto_warm_start_falls_back_silently_and_leaves_chosen_starts_alone():
     chosen = AutoIAF(regression.model, **SMALL, warm_start="auto", init_loc_fn=init_to_value(values=values))
     chosen.setup(*regression.args)
     assert not chosen.warm_started and chosen.warm_start_fallback is None  # never tried
-    assert torch.allclose(chosen.flow.layers[-1].loc, values["w"])
+    assert torch.allclose(chosen.flow.layers[-1].location, values["w"])
     scaled = AutoIAF(regression.model, **SMALL, warm_start="auto", init_scale=0.3).setup(*regression.args)
     assert not scaled.warm_started
     assert torch.allclose(scaled.flow.layers[-1].log_scale.exp(), torch.tensor(0.3))
