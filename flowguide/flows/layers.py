@@ -101,7 +101,8 @@ class ElementwiseAffine(FlowLayer):
         >>> layer.set_loc_scale(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.5]))
         >>> layer()(torch.ones(2))
         tensor([ 3.0000, -0.5000], grad_fn=<AddBackward0>)
-        >>> layer.set_loc_scale(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.5]), loc_unit=torch.tensor([0.5, 0.5]))
+        >>> unit = torch.tensor([0.5, 0.5])  # one optimizer step of 0.1 on loc moves mu by 0.05
+        >>> layer.set_loc_scale(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.5]), loc_unit=unit)
         >>> layer.loc.data, layer.location
         (tensor([ 2., -2.]), tensor([ 1., -1.], grad_fn=<MulBackward0>))
     """
