@@ -175,9 +175,9 @@ class AutoFlow(AutoContinuous):
             deviation given the others, :math:`1/\sqrt{H_{ii}}` (see
             :class:`~flowguide.flows.ElementwiseAffine`), so that an optimizer's steps
             of about the learning rate move it by that fraction of the posterior's
-            width: with sticking the landing the location's gradient is nearly
-            noise-free near the fit, and Adam then takes full steps of the learning
-            rate, which at a rate of 0.1 and a posterior 0.03 wide undid the fit. ``"auto"`` (default)
+            width. With sticking the landing the location's gradient is nearly
+            noise-free near the fit, so Adam takes steps of the full rate: in absolute
+            units, at a rate of 0.1 on a posterior 0.025 wide, that undid the fit. ``"auto"`` (default)
             does the same, silently, only where neither ``init_loc_fn`` nor
             ``init_scale`` was given (a chosen start is kept) and the latent dimension
             is at most :attr:`auto_laplace_max_dim`, and keeps the Laplace start only if
