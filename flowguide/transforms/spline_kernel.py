@@ -38,7 +38,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -204,13 +204,42 @@ def _locate(raw: Tensor, v: Tensor, spec: _Parts, row: int) -> tuple[Tensor, ...
     return softmax, inner, pair, x0, y0, w, h, d0, d1
 
 
+class _Saved(NamedTuple):
+    """What both kernels save for their backward, by name (``ctx.saved_tensors`` unpacks
+    every tensor again at each access, so a backward reads it once)."""
+
+    raw: Tensor
+    v: Tensor  # the point: x for the forward, y for the inverse
+    softmax: Tensor
+    inner: Tensor
+    pair: Tensor
+    inside: Tensor
+    w: Tensor
+    h: Tensor
+    d0: Tensor
+    d1: Tensor
+    terms: tuple[Tensor, ...]  # rq_terms' ten terms, at x
+    log_slope: Tensor | None  # the inverse's log g'(x)
+
+
+def _save(ctx: Any, *tensors: Tensor, terms: tuple[Tensor, ...], log_slope: Tensor | None = None) -> None:
+    """``ctx.save_for_backward`` in :class:`_Saved`'s order."""
+    ctx.save_for_backward(*tensors, *terms, *(() if log_slope is None else (log_slope,)))
+
+
+def _saved(ctx: Any) -> _Saved:
+    """The tensors :func:`_save` stored, unpacked once."""
+    t = ctx.saved_tensors
+    return _Saved(*t[:10], t[10:20], t[20] if len(t) > 20 else None)
+
+
 def _raw_and_point_gradients(
-    ctx: Any, grad_value: Tensor, grad_log_slope: Tensor, partials: tuple[Tensor, Tensor]
+    spec: _Parts, saved: _Saved, grad_value: Tensor, grad_log_slope: Tensor, partials: tuple[Tensor, Tensor]
 ) -> tuple[Tensor, Tensor]:
     """Gradients of the raw parameters and of the point from those of the value and
     log-slope of the bin's rational quadratic (the tails' entries are zeroed)."""
-    raw, _, softmax, inner, pair, inside, w, h = ctx.saved_tensors[:8]
-    xi, _, _, s, *_, ratio = ctx.saved_tensors[10:20]  # rq_terms' ten terms
+    w, h = saved.w, saved.h
+    xi, _, _, s, *_, ratio = saved.terms
     d_ratio, d_log_slope = partials
     g_xi, g_s, g_d0, g_d1 = (grad_value * h * d_ratio + grad_log_slope * d_log_slope).unbind(0)
     g_s = g_s + 2 * grad_log_slope / s
@@ -220,9 +249,10 @@ def _raw_and_point_gradients(
     g_w = -(g_v * xi + g_s * s / w)  # w is in xi = (v - x0) / w and in s = h / w
     g_h = grad_value * ratio + g_s / w
     ends = torch.stack([-g_v - g_w, g_w, grad_value - g_h, g_h, g_d0, g_d1], -1).unflatten(-1, (3, 2))
-    ends = torch.where(inside[..., None, None], ends, 0.0)  # the identity tails hold no knots
-    grad_tables = ends.new_zeros(*ends.shape[:-1], ctx.spec.bins + 1).scatter_add_(-1, pair, ends)
-    return _raw_gradient(ctx.spec, grad_tables, softmax, inner).sum_to_size(raw.shape), g_v
+    ends = torch.where(saved.inside[..., None, None], ends, 0.0)  # the identity tails hold no knots
+    grad_tables = ends.new_zeros(*ends.shape[:-1], spec.bins + 1).scatter_add_(-1, saved.pair, ends)
+    grad_raw = _raw_gradient(spec, grad_tables, saved.softmax, saved.inner)
+    return grad_raw.sum_to_size(saved.raw.shape), g_v
 
 
 class _FusedSpline(torch.autograd.Function):
@@ -234,17 +264,17 @@ class _FusedSpline(torch.autograd.Function):
         value, log_slope, terms = rq_terms(x0, y0, w, h, d0, d1, x)
         inside = x.abs() < spec.bound  # the end knots are exactly -B and B
         ctx.spec, ctx.reference = spec, reference
-        ctx.save_for_backward(raw, x, softmax, inner, pair, inside, w, h, d0, d1, *terms)
+        _save(ctx, raw, x, softmax, inner, pair, inside, w, h, d0, d1, terms=terms)
         return with_tails(inside, value, x, log_slope)
 
     @staticmethod
     def backward(ctx: Any, grad_value: Tensor, grad_log_slope: Tensor) -> tuple[Tensor | None, ...]:
         if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient is wanted
             return (*_recorded_gradient(ctx, grad_value, grad_log_slope), None, None)
-        x, inside, d0, d1 = (ctx.saved_tensors[i] for i in (1, 5, 8, 9))
-        partials = _bin_partials(d0, d1, ctx.saved_tensors[10:20])
-        grad_raw, g_v = _raw_and_point_gradients(ctx, grad_value, grad_log_slope, partials)
-        return grad_raw, torch.where(inside, g_v, grad_value).sum_to_size(x.shape), None, None
+        saved = _saved(ctx)
+        partials = _bin_partials(saved.d0, saved.d1, saved.terms)
+        grad_raw, g_v = _raw_and_point_gradients(ctx.spec, saved, grad_value, grad_log_slope, partials)
+        return grad_raw, torch.where(saved.inside, g_v, grad_value).sum_to_size(saved.v.shape), None, None
 
 
 class _FusedSplineInverse(torch.autograd.Function):
@@ -264,20 +294,19 @@ class _FusedSplineInverse(torch.autograd.Function):
         inside = y.abs() < spec.bound
         x, log_slope = with_tails(inside, root, y, log_slope)
         ctx.spec, ctx.reference = spec, reference
-        ctx.save_for_backward(raw, y, softmax, inner, pair, inside, w, h, d0, d1, *terms, log_slope)
+        _save(ctx, raw, y, softmax, inner, pair, inside, w, h, d0, d1, terms=terms, log_slope=log_slope)
         return x, log_slope
 
     @staticmethod
     def backward(ctx: Any, grad_x: Tensor, grad_log_slope: Tensor) -> tuple[Tensor | None, ...]:
         if torch.is_grad_enabled():
             return (*_recorded_gradient(ctx, grad_x, grad_log_slope), None, None)
-        y, inside, w, d0, d1 = (ctx.saved_tensors[i] for i in (1, 5, 6, 8, 9))
-        partials = _bin_partials(d0, d1, ctx.saved_tensors[10:20])
-        log_slope = ctx.saved_tensors[20]
-        total = grad_x + grad_log_slope * partials[1][0] / w  # log g'(x) moves with x
-        grad_y = total * torch.exp(-log_slope)
-        grad_raw, _ = _raw_and_point_gradients(ctx, -grad_y, grad_log_slope, partials)
-        return grad_raw, torch.where(inside, grad_y, grad_x).sum_to_size(y.shape), None, None
+        saved = _saved(ctx)
+        partials = _bin_partials(saved.d0, saved.d1, saved.terms)
+        total = grad_x + grad_log_slope * partials[1][0] / saved.w  # log g'(x) moves with x
+        grad_y = total * torch.exp(-saved.log_slope)
+        grad_raw, _ = _raw_and_point_gradients(ctx.spec, saved, -grad_y, grad_log_slope, partials)
+        return grad_raw, torch.where(saved.inside, grad_y, grad_x).sum_to_size(saved.v.shape), None, None
 
 
 def _recorded_gradient(ctx: Any, grad_value: Tensor, grad_log_slope: Tensor) -> tuple[Tensor | None, ...]:
