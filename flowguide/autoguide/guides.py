@@ -21,6 +21,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import pyro.poutine as poutine
@@ -28,13 +29,15 @@ import torch
 from pyro.distributions.transforms import biject_to
 from pyro.distributions.util import sum_rightmost
 from pyro.infer import Trace_ELBO
-from pyro.infer.autoguide import AutoContinuous
+from pyro.infer.autoguide import AutoContinuous, AutoGuide
 from pyro.infer.autoguide.guides import prototype_hide_fn
 from pyro.infer.autoguide.initialization import init_to_median
+from pyro.infer.autoguide.utils import helpful_support_errors
 from pyro.optim import Adam, ClippedAdam, PyroOptim
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
+from flowguide.autoguide.local import LocalNormal, full_shape, is_local
 from flowguide.flows import (
     ElementwiseAffine,
     Flow,
@@ -53,6 +56,7 @@ InitLocFn = Callable[[dict], Tensor]
 AFFINES = ("full", "diagonal")
 UNBOUNDED = 2**62
 WARM_STARTS = (None, "laplace", "auto")
+SUBSAMPLED_SITES = ("normal", "error")
 
 
 class _NoJointDensity(ValueError):
@@ -74,6 +78,14 @@ def _signature(value: Any) -> Any:
     if isinstance(value, dict):
         return tuple(sorted((k, _signature(v)) for k, v in value.items()))
     return type(value).__name__
+
+
+def _shape_text(site: dict | None) -> str:
+    """A site's shape for messages: its full shape, and whether a subsampled plate holds it."""
+    if site is None:
+        return "missing"
+    shape = tuple(full_shape(site))
+    return f"{shape} (a minibatch of a subsampled plate)" if is_local(site) else str(shape)
 
 
 def _laplace_map(log_joint: Callable[[Tensor], Tensor], init: Tensor, max_iter: int = 1000) -> Tensor | None:
@@ -194,10 +206,28 @@ class AutoFlow(AutoContinuous):
             ``stl_max_dim``, or after a successful warm start where the class's
             ``stl_when_warm`` says so (both chosen by measurement, see
             ``benchmarks/README.md``); :attr:`uses_stl` tells.
+        subsampled_sites: What to do with latent sites inside a plate that is
+            subsampled at set-up (local latents of a minibatch). A joint flow has a
+            fixed dimension and cannot follow a minibatch, so ``"normal"`` (default)
+            gives each datum of such a site its own Gaussian in unconstrained space,
+            stored at the plate's full size and indexed by the minibatch
+            (:class:`~flowguide.autoguide.local.LocalNormal`, as Pyro's
+            ``AutoNormal``), and the flow serves the other sites: log q stays exact
+            and the minibatch ELBO unbiased, but the local factors are independent of
+            each other and of the flow's sites. ``"error"`` refuses such sites with a
+            message naming them; for amortized local posteriors, guide them with
+            :class:`~flowguide.models.vae.AmortizedLocalGuide` in an
+            :class:`~pyro.infer.autoguide.AutoGuideList`. :attr:`local_sites` names
+            them.
+        create_plates: As in :class:`~pyro.infer.autoguide.AutoGuide`: a function of
+            the model's arguments returning the plates (or one plate) the guide should
+            use, for models that choose their minibatch themselves
+            (``pyro.plate(..., subsample=index)``); other plates are created with the
+            set-up's sizes and draw their own minibatch, which the model replays.
 
-    The guide's parameters exist after :meth:`setup` (or the first call). Latent sites
-    inside a subsampled plate are refused: one joint density cannot follow a minibatch.
-    Use :class:`~pyro.infer.autoguide.AutoGuideList` with a local guide for those.
+    The guide's parameters exist after :meth:`setup` (or the first call). A site that
+    was not in a subsampled plate at set-up and is in one later changes shape, and is
+    refused.
 
     Each class carries the training recipe measured for it (``benchmarks/README.md``):
     :attr:`recommended_particles`, :attr:`lr_decay` and :attr:`recommended_grad_clamp`.
@@ -230,6 +260,8 @@ class AutoFlow(AutoContinuous):
         affine: str = "full",
         warm_start: str | None = "auto",
         stl: bool | None = None,
+        subsampled_sites: str = "normal",
+        create_plates: Callable | None = None,
     ) -> None:
         if not callable(flow):
             raise TypeError(f"flow must be a callable dim -> Flow, got {type(flow).__name__}")
@@ -246,6 +278,10 @@ class AutoFlow(AutoContinuous):
             raise ValueError(f"affine must be one of {AFFINES}, got {affine!r}")
         if warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start must be one of {WARM_STARTS}, got {warm_start!r}")
+        if subsampled_sites not in SUBSAMPLED_SITES:
+            raise ValueError(f"subsampled_sites must be one of {SUBSAMPLED_SITES}, got {subsampled_sites!r}")
+        if create_plates is not None and not callable(create_plates):
+            raise TypeError(f"create_plates must be callable, got {type(create_plates).__name__}")
         flow(1)  # a dry run on one dimension surfaces bad options now, not at the first step
         super().__init__(model, init_loc_fn=init_loc_fn)
         self._bare_model = (model,)  # without Pyro's InitMessenger: the log joint conditions every latent
@@ -255,6 +291,11 @@ class AutoFlow(AutoContinuous):
         self.stl = stl
         self.affine = affine
         self.warm_start = warm_start
+        self.subsampled_sites = subsampled_sites
+        self.create_plates = create_plates
+        #: Per-datum factors of the latent sites in subsampled plates (``None`` if there are none).
+        self.local_guide: LocalNormal | None = None
+        self._local_prototypes: dict[str, dict] = {}
         #: Whether the Laplace warm start set the head (``False`` before set-up or after a fallback).
         self.warm_started = False
         #: Why a requested warm start was not used (``None`` if it was, or none was asked for).
@@ -347,15 +388,46 @@ class AutoFlow(AutoContinuous):
             self._setup_prototype(*args, **kwargs)
         return self
 
+    @property
+    def local_sites(self) -> tuple[str, ...]:
+        """Latent sites guided per datum by :attr:`local_guide` (see ``subsampled_sites``)."""
+        return tuple(self._local_prototypes)
+
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
-        try:
-            super()._setup_prototype(*args, **kwargs)
-        except ValueError:
-            if self.prototype_trace is not None:
-                self._check_sites()  # our message names the guide, the site and the fix
-            raise
+        AutoGuide._setup_prototype(self, *args, **kwargs)  # every site and plate of the model
         self._check_sites()
+        self._split_local_sites()
         self._known_signatures = {_signature((args, kwargs))}
+        if self.latent_dim:
+            self._setup_flow(args, kwargs)
+
+    def _split_local_sites(self) -> None:
+        """Move the sites inside subsampled plates out of the prototype trace, which then
+        holds the flow's sites only, and pack those as ``AutoContinuous`` does."""
+        self._local_prototypes = {
+            name: site for name, site in self.prototype_trace.iter_stochastic_nodes() if is_local(site)
+        }
+        for name in self._local_prototypes:
+            self.prototype_trace.remove_node(name)
+        if self._local_prototypes:
+            self.local_guide = LocalNormal(self._local_prototypes, self.init_scale)
+        self._unconstrained_shapes, self._cond_indep_stacks = {}, {}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            with helpful_support_errors(site):
+                self._unconstrained_shapes[name] = biject_to(site["fn"].support).inv(site["value"]).shape
+            self._cond_indep_stacks[name] = site["cond_indep_stack"]
+        self.latent_dim = sum(shape.numel() for shape in self._unconstrained_shapes.values())
+        if not self.latent_dim and not self._local_prototypes:
+            raise RuntimeError(f"{type(self).__name__} found no latent variables; use an empty guide instead")
+        if self.warm_start == "laplace" and self._local_prototypes:
+            raise ValueError(
+                f"{type(self).__name__}: warm_start='laplace' fits the flow's sites given the data; latent "
+                f"site '{next(iter(self._local_prototypes))}' is local to a subsampled plate. Pass "
+                "warm_start=None, or 'auto' (which skips subsampled models)"
+            )
+
+    def _setup_flow(self, args: tuple, kwargs: dict) -> None:
+        """Build the flow over the packed global latents and set its head from the init."""
         loc = self._init_loc()
         core = self._flow_fn(self.latent_dim)
         if not isinstance(core, Flow) or core.dim != self.latent_dim or core.context_dim is not None:
@@ -472,13 +544,16 @@ class AutoFlow(AutoContinuous):
                     "https://pyro.ai/examples/enumeration.html) or hide it with "
                     f"poutine.block(model, hide=['{name}'])"
                 )
+            if self.subsampled_sites != "error":
+                continue
             for frame in site["cond_indep_stack"]:
                 if frame.full_size is not None and frame.full_size != frame.size:
                     raise ValueError(
                         f"{guide} cannot serve latent site '{name}' inside plate '{frame.name}', "
                         f"which is subsampled ({frame.size} of {frame.full_size}): a joint flow would "
-                        "share one density across minibatches. Guide local latents with an amortized "
-                        "guide (AutoGuideList) and keep global latents here."
+                        "share one density across minibatches, and subsampled_sites='error'. Pass "
+                        "subsampled_sites='normal' for per-datum factors, or guide local latents with "
+                        "an amortized guide (AutoGuideList) and keep global latents here."
                     )
 
     def _check_shapes(self, args: tuple, kwargs: dict) -> None:
@@ -493,15 +568,22 @@ class AutoFlow(AutoContinuous):
             )
         model = poutine.block(self.model, self._prototype_hide_fn)
         trace = poutine.block(poutine.trace(model).get_trace)(*args, **kwargs)
-        for name, site in self.prototype_trace.iter_stochastic_nodes():
+        for name, site in self._all_sites():
             now = trace.nodes.get(name)
-            if now is None or now["value"].shape != site["value"].shape:
-                shape = "missing" if now is None else tuple(now["value"].shape)
+            if now is None or not self._serves(name, site, now):
                 raise ValueError(
                     f"{type(self).__name__}: latent site '{name}' changed shape from "
-                    f"{tuple(site['value'].shape)} at setup to {shape}; build a new guide for new shapes"
+                    f"{_shape_text(site)} at setup to {_shape_text(now)}; build a new guide for new shapes"
                 )
         self._known_signatures.add(signature)
+
+    def _serves(self, name: str, setup: dict, now: dict) -> bool:
+        """Whether site ``name`` as traced ``now`` is the one set up: a local site of any
+        minibatch size (the whole plate included) with the same full shape, or a flow site
+        of the same shape outside subsampled plates."""
+        if name in self._local_prototypes:
+            return full_shape(now) == full_shape(setup)
+        return not is_local(now) and now["value"].shape == setup["value"].shape
 
     # ------------------------------------------------------------- posterior
     def get_base_dist(self):
@@ -519,7 +601,17 @@ class AutoFlow(AutoContinuous):
             self._setup_prototype(*args, **kwargs)
         else:
             self._check_shapes(args, kwargs)
-        return super().forward(*args, **kwargs)
+        if self.latent_dim:
+            result = super().forward(*args, **kwargs)  # creates the plates too
+        else:
+            result = {}
+            self._create_plates(*args, **kwargs)
+        for name, site in self._local_prototypes.items():
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    stack.enter_context(self.plates[frame.name])
+                result[name] = self.local_guide.sample(name)
+        return result
 
     # ------------------------------------------------------------- summaries
     def _require_setup(self) -> None:
@@ -556,10 +648,14 @@ class AutoFlow(AutoContinuous):
         """Draw ``num_samples`` joint posterior samples of every site (constrained).
 
         Returns:
-            Dict from site name to a tensor of shape ``(num_samples, *site_shape)``.
+            Dict from site name to a tensor of shape ``(num_samples, *site_shape)``;
+            :attr:`local_sites` at their plates' full size.
         """
         self.setup(*args, **kwargs)
-        return self._constrain(self._draw_latent(num_samples))
+        result = self._constrain(self._draw_latent(num_samples)) if self.latent_dim else {}
+        if self.local_guide is not None:
+            result.update(self.local_guide.sample_full(num_samples))
+        return result
 
     @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float] | Tensor, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
@@ -575,16 +671,22 @@ class AutoFlow(AutoContinuous):
         median is exact and quantiles are symmetric about it, not only within Monte
         Carlo error.
 
+        :attr:`local_sites` have exact quantiles, at their plates' full size.
+
         Returns:
             Dict from site name to a tensor of shape ``(len(quantiles), *site_shape)``.
         """
         self.setup(*args, **kwargs)
-        latent = self._draw_latent(self.num_summary_samples, seed=0, antithetic=True)
-        qs = torch.as_tensor(quantiles, dtype=latent.dtype, device=latent.device)
+        qs = torch.as_tensor(quantiles, dtype=torch.float64)
         if qs.dim() != 1 or not ((qs >= 0) & (qs <= 1)).all():
             raise ValueError(f"quantiles must be a 1-D sequence of numbers in [0, 1], got {quantiles!r}")
-        values = torch.quantile(latent, qs, dim=0)  # (Q, D)
-        return self._constrain(values)
+        result = {}
+        if self.latent_dim:
+            latent = self._draw_latent(self.num_summary_samples, seed=0, antithetic=True)
+            result = self._constrain(torch.quantile(latent, qs.to(latent), dim=0))  # (Q, D)
+        if self.local_guide is not None:
+            result.update(self.local_guide.quantiles(qs))
+        return result
 
     @torch.no_grad()
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
@@ -598,9 +700,13 @@ class AutoFlow(AutoContinuous):
         its precision.
 
         Returns:
-            ``(loc, scale)``, each of shape ``(latent_dim,)``.
+            ``(loc, scale)``, each of shape ``(latent_dim,)`` (the flow's sites; empty
+            where every latent site is local).
         """
         self.setup(*args, **kwargs)
+        if not self.latent_dim:
+            empty = next(self.local_guide.parameters()).new_zeros(0).detach()
+            return empty, empty
         body = ComposeFlowTransform(self.flow.transform().parts[:-1])
         w = body(self._base_draws(self.num_summary_samples, seed=0, antithetic=True))
         head = self.flow.layers[-1]
@@ -621,7 +727,8 @@ class AutoFlow(AutoContinuous):
 
         Arguments:
             values: Dict from every latent site name to its value, with optional
-                leading batch dimensions shared by all sites.
+                leading batch dimensions shared by all sites; :attr:`local_sites` at
+                their plates' full size (the density of every datum's latents).
             *args: The model's positional arguments (used to set the guide up).
             **kwargs: The model's keyword arguments.
 
@@ -629,24 +736,39 @@ class AutoFlow(AutoContinuous):
             The log-density, with the shared batch shape.
         """
         self.setup(*args, **kwargs)
-        parts, correction, batch = [], 0.0, None
-        for name, site in self.prototype_trace.iter_stochastic_nodes():
-            if name not in values:
-                raise ValueError(f"log_density needs a value for latent site '{name}'")
-            value, shape = values[name], site["value"].shape
-            if value.shape[value.dim() - len(shape) :] != shape:
-                expected = ", ".join(map(str, shape))
-                raise ValueError(f"site '{name}' must have shape (..., {expected}), got {tuple(value.shape)}")
-            site_batch = value.shape[: value.dim() - len(shape)]
-            if batch is not None and site_batch != batch:
+        batches = {name: self._value_batch(values, name, site) for name, site in self._all_sites()}
+        batch = next(iter(batches.values()))
+        for name, site_batch in batches.items():
+            if site_batch != batch:
                 raise ValueError(f"site '{name}' has batch shape {tuple(site_batch)}, others {tuple(batch)}")
-            batch = site_batch
+        log_q, parts = 0.0, []
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
             transform = biject_to(site["fn"].support)
-            unconstrained = transform.inv(value)
-            ladj = transform.inv.log_abs_det_jacobian(value, unconstrained)
-            correction = correction + sum_rightmost(ladj, ladj.dim() - len(batch))
+            unconstrained = transform.inv(values[name])
+            ladj = transform.inv.log_abs_det_jacobian(values[name], unconstrained)
+            log_q = log_q + sum_rightmost(ladj, ladj.dim() - len(batch))
             parts.append(unconstrained.reshape(*batch, -1))
-        return self.flow().log_prob(torch.cat(parts, -1)) + correction
+        if parts:
+            log_q = log_q + self.flow().log_prob(torch.cat(parts, -1))
+        for name in self._local_prototypes:
+            log_q = log_q + self.local_guide.log_density(name, values[name], len(batch))
+        return log_q
+
+    def _all_sites(self) -> list[tuple[str, dict]]:
+        """The flow's sites, then the local ones, as ``(name, prototype site)``."""
+        return [*self.prototype_trace.iter_stochastic_nodes(), *self._local_prototypes.items()]
+
+    @staticmethod
+    def _value_batch(values: dict[str, Tensor], name: str, site: dict) -> torch.Size:
+        """The batch shape of ``values[name]`` given the site's (full) shape; refuses a
+        missing value or a wrong shape, naming the site."""
+        if name not in values:
+            raise ValueError(f"log_density needs a value for latent site '{name}'")
+        value, shape = values[name], full_shape(site)
+        if value.shape[value.dim() - len(shape) :] != shape:
+            expected = ", ".join(map(str, shape))
+            raise ValueError(f"site '{name}' must have shape (..., {expected}), got {tuple(value.shape)}")
+        return value.shape[: value.dim() - len(shape)]
 
 
 class AutoPlanarFlow(AutoFlow):

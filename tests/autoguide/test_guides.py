@@ -404,14 +404,154 @@ def test_discrete_latent_without_enumeration_is_refused():
         AutoIAF(model).setup()
 
 
-def test_local_latent_in_subsampled_plate_is_refused():
+def test_local_latent_in_subsampled_plate_is_refused_on_request():
     def model(data):
         with pyro.plate("data", 100, subsample_size=10) as idx:
             z = pyro.sample("z_local", dist.Normal(0.0, 1.0))
             pyro.sample("x", dist.Normal(z, 1.0), obs=data[idx])
 
-    with pytest.raises(ValueError, match=r"'z_local' inside plate 'data', which is subsampled \(10 of 100\)"):
-        AutoNeuralSpline(model).setup(torch.randn(100))
+    match = r"'z_local' inside plate 'data', which is subsampled \(10 of 100\)"
+    with pytest.raises(ValueError, match=match):
+        AutoNeuralSpline(model, subsampled_sites="error").setup(torch.randn(100))
+    assert AutoNeuralSpline(model).setup(torch.randn(100)).local_sites == ("z_local",)
+
+
+def local_model(data: torch.Tensor, index: torch.Tensor) -> None:
+    """A global site and two local ones (a simplex and a positive site) per row of ``data``."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 2.0))
+    with pyro.plate("data", len(data), subsample=index):
+        rows = pyro.subsample(data, event_dim=1)
+        probs = pyro.sample("probs", dist.Dirichlet(torch.ones(3)))
+        rate = pyro.sample("rate", dist.LogNormal(mu, 1.0))
+        pyro.sample("obs", dist.Normal(probs * rate.unsqueeze(-1), 1.0).to_event(1), obs=rows)
+
+
+def data_plate(data: torch.Tensor, index: torch.Tensor) -> pyro.plate:
+    return pyro.plate("data", len(data), subsample=index)
+
+
+LOCAL_DATA = torch.randn(12, 3)
+
+
+@pytest.mark.parametrize("name", GUIDES)
+def test_local_sites_in_subsampled_plates_get_per_datum_factors_with_exact_log_q(name):
+    guide = GUIDES[name](local_model, create_plates=data_plate).setup(LOCAL_DATA, torch.arange(4))
+    assert guide.local_sites == ("probs", "rate") and guide.latent_dim == 1
+    assert guide.local_guide.locs.probs.shape == (12, 2)  # the full plate, unconstrained
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    everyone = torch.arange(12)
+    for index in (torch.tensor([1, 5, 6, 11]), everyone):
+        trace = poutine.trace(guide).get_trace(LOCAL_DATA, index)
+        trace.compute_log_prob()
+        assert trace.nodes["probs"]["value"].shape == (len(index), 3)
+        assert trace.nodes["rate"]["value"].shape == (len(index),)
+    # With the whole plate as the minibatch, the ELBO's log q (sampling pass, plate scale 1)
+    # is the exact density of every datum's latents, computed through the inverse.
+    log_q = sum(site["log_prob_sum"] for site in trace.nodes.values() if site["type"] == "sample")
+    values = {k: trace.nodes[k]["value"] for k in ("mu", "probs", "rate")}
+    torch.testing.assert_close(guide.log_density(values, LOCAL_DATA, everyone), log_q, atol=2e-3, rtol=1e-5)
+    draws = guide.sample_posterior(5, LOCAL_DATA, everyone)
+    assert draws["probs"].shape == (5, 12, 3) and draws["rate"].shape == (5, 12)
+    assert constraints.simplex.check(draws["probs"]).all() and (draws["rate"] > 0).all()
+    assert guide.log_density(draws).shape == (5,)
+    quantiles = guide.quantiles([0.25, 0.5, 0.75])
+    assert quantiles["probs"].shape == (3, 12, 3) and quantiles["mu"].shape == (3,)
+    torch.testing.assert_close(guide.median()["rate"], guide.local_guide.locs.rate.exp())
+
+
+@pytest.mark.parametrize("elbo", ELBOS)
+def test_every_elbo_with_local_sites_and_vectorized_particles(elbo):
+    guide = AutoNeuralSpline(local_model, create_plates=data_plate, **SMALL)
+    svi = SVI(local_model, guide, Adam({"lr": 1e-2}), ELBOS[elbo](num_particles=3, vectorize_particles=True))
+    for index in (torch.arange(4), torch.arange(4, 8)):
+        assert math.isfinite(svi.step(LOCAL_DATA, index))
+    samples = Predictive(local_model, guide=guide, num_samples=5)(LOCAL_DATA, torch.arange(4))
+    assert samples["probs"].shape == (5, 4, 3) and samples["obs"].shape == (5, 4, 3)
+
+
+def test_a_minibatch_step_moves_exactly_its_rows_of_the_local_factors():
+    guide = AutoIAF(local_model, create_plates=data_plate, **SMALL).setup(LOCAL_DATA, torch.arange(4))
+    before = {k: v.detach().clone() for k, v in guide.local_guide.named_parameters()}
+    svi = SVI(local_model, guide, Adam({"lr": 0.1}), Trace_ELBO())
+    index = torch.tensor([2, 5, 7, 11])
+    svi.step(LOCAL_DATA, index)
+    for key, value in guide.local_guide.named_parameters():
+        moved = (value.detach() != before[key]).any(-1) if value.dim() > 1 else value.detach() != before[key]
+        assert moved.nonzero().flatten().tolist() == index.tolist(), key
+
+
+@pytest.mark.parametrize("name", ["iaf", "affine_coupling"])
+def test_minibatch_svi_recovers_a_posterior_that_factorizes_over_data(name):
+    """mu | y ~ N(y/2, 1/2) and z_n | x_n ~ N(x_n/2, 1/2): the guide family holds the exact
+    posterior, which minibatches of 10 of 30 data (drawn by the guide's plate) must reach."""
+
+    def model(x, y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        with pyro.plate("data", len(x), subsample_size=10):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=pyro.subsample(x, event_dim=0))
+
+    pyro.set_rng_seed(0)
+    x, y = 3.0 * torch.randn(30), torch.tensor(1.5)
+    guide = GUIDES[name](model)
+    num_steps = 1500
+    optim = ClippedAdam({"lr": 0.05, "lrd": 0.02 ** (1 / num_steps)})
+    svi = SVI(model, guide, optim, Trace_ELBO(num_particles=8, vectorize_particles=True))
+    for _ in range(num_steps):
+        svi.step(x, y)
+    lower, median, upper = guide.quantiles([0.158655, 0.5, 0.841345])["z"]
+    torch.testing.assert_close(median, x / 2, atol=0.06, rtol=0)
+    torch.testing.assert_close((upper - lower) / 2, torch.full((30,), 0.5**0.5), atol=0.06, rtol=0)
+    assert abs(float(guide.median()["mu"]) - 0.75) < 0.06
+
+
+def test_local_sites_survive_state_dict_pickle_and_moves(device):
+    def build():
+        guide = AutoAffineCoupling(local_model, create_plates=data_plate, **SMALL)
+        return guide.setup(LOCAL_DATA, torch.arange(4))
+
+    guide = build()
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    draws = guide.sample_posterior(4)
+    expected = guide.log_density(draws)
+    fresh = build()
+    fresh.load_state_dict(guide.state_dict())
+    torch.testing.assert_close(fresh.log_density(draws), expected)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(guide)).log_density(draws), expected)
+    moved = guide.to(device).double()
+    assert all(t.dtype == torch.float64 and t.device.type == device.type for t in moved.parameters())
+    assert moved.sample_posterior(2)["rate"].dtype == torch.float64
+
+
+def test_only_local_sites_and_their_limits():
+    def model(data):
+        with pyro.plate("data", len(data), subsample_size=5):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    guide = AutoPlanarFlow(model)
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
+    assert math.isfinite(svi.step(torch.randn(20)))
+    assert guide.latent_dim == 0 and guide.median()["z"].shape == (20,)
+    assert guide._loc_scale()[0].shape == (0,)
+    with pytest.raises(ValueError, match=r"warm_start='laplace'.*site 'z' is local to a subsampled plate"):
+        AutoPlanarFlow(model, warm_start="laplace").setup(torch.randn(20))
+
+
+def test_a_site_that_enters_a_subsampled_plate_after_setup_is_refused():
+    def model(data, size=None):
+        with pyro.plate("data", len(data), subsample_size=size):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    guide = AutoIAF(model, **SMALL)
+    guide(torch.randn(8))
+    match = r"site 'z' changed shape from \(8,\) at setup to \(8,\) \(a minibatch"
+    with pytest.raises(ValueError, match=match):
+        guide(torch.randn(8), 4)
 
 
 def test_site_whose_shape_changes_is_refused():
@@ -450,6 +590,8 @@ def test_global_latents_accept_minibatches_of_new_sizes():
         (lambda m: AutoIAF(m, affine="tril"), ValueError, "affine must be one of"),
         (lambda m: AutoIAF(m, warm_start="map"), ValueError, "warm_start must be one of"),
         (lambda m: AutoIAF(m, stl="yes"), TypeError, "stl must be True, False or None"),
+        (lambda m: AutoIAF(m, subsampled_sites="share"), ValueError, "subsampled_sites must be one of"),
+        (lambda m: AutoIAF(m, create_plates="data"), TypeError, "create_plates must be callable"),
         (lambda m: AutoFlow(m, flow="iaf"), TypeError, "flow must be a callable"),
         (
             lambda m: AutoFlow(m, flow=lambda d: iaf(d + 1)).setup(),
