@@ -205,7 +205,9 @@ class AutoFlow(AutoContinuous):
             (default) turns it on when the latent dimension is at most the class's
             ``stl_max_dim``, or after a successful warm start where the class's
             ``stl_when_warm`` says so (both chosen by measurement, see
-            ``benchmarks/README.md``); :attr:`uses_stl` tells.
+            ``benchmarks/README.md``); :attr:`uses_stl` tells. The per-datum factors
+            of local sites (``subsampled_sites``) stick the landing unless ``stl`` is
+            ``False``.
         subsampled_sites: What to do with latent sites inside a plate that is
             subsampled at set-up (local latents of a minibatch). A joint flow has a
             fixed dimension and cannot follow a minibatch, so ``"normal"`` (default)
@@ -610,7 +612,7 @@ class AutoFlow(AutoContinuous):
             with ExitStack() as stack:
                 for frame in site["cond_indep_stack"]:
                     stack.enter_context(self.plates[frame.name])
-                result[name] = self.local_guide.sample(name)
+                result[name] = self.local_guide.sample(name, stl=self.stl is not False)
         return result
 
     # ------------------------------------------------------------- summaries

@@ -78,6 +78,14 @@ def _deep_setattr(module: PyroModule, name: str, value: PyroParam) -> None:
     setattr(module, last, value)
 
 
+class _PathNormal(dist.Normal):
+    """A normal whose ``log_prob`` holds its parameters fixed: draws still carry the
+    gradient, so an ELBO over them sticks the landing (Roeder, Wu & Duvenaud, 2017)."""
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return dist.Normal(self.loc.detach(), self.scale.detach()).log_prob(value)
+
+
 class LocalNormal(PyroModule):
     r"""Independent per-datum Gaussians, in unconstrained space, for local latent sites.
 
@@ -127,16 +135,18 @@ class LocalNormal(PyroModule):
     def _loc_scale(self, name: str) -> tuple[Tensor, Tensor]:
         return attrgetter(name)(self.locs), attrgetter(name)(self.scales)
 
-    def sample(self, name: str) -> Tensor:
+    def sample(self, name: str, stl: bool = False) -> Tensor:
         """Sample site ``name`` for the current minibatch; call it inside the site's plates.
 
         Records the unconstrained draw as an auxiliary site and the constrained value as
         a ``Delta`` carrying the constraint's log-Jacobian, as Pyro's ``AutoNormal`` does.
+        With ``stl`` the auxiliary site's log-density holds the parameters fixed (same
+        values, path-only gradients), as the flow's sites do under ``stl``.
         """
         loc, scale = self._loc_scale(name)  # read inside the plates: the minibatch's rows
         transform = biject_to(self._supports[name])
         latent_event_dim, event_dim = self._event_dims[name]
-        base = dist.Normal(loc, scale).to_event(latent_event_dim)
+        base = (_PathNormal if stl else dist.Normal)(loc, scale).to_event(latent_event_dim)
         unconstrained = pyro.sample(f"{name}_unconstrained", base, infer={"is_auxiliary": True})
         value = transform(unconstrained)
         log_density = 0.0

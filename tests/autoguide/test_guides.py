@@ -471,6 +471,24 @@ def test_every_elbo_with_local_sites_and_vectorized_particles(elbo):
     assert samples["probs"].shape == (5, 4, 3) and samples["obs"].shape == (5, 4, 3)
 
 
+def test_local_factors_stick_the_landing_unless_stl_is_false():
+    def loss_and_scale_grad(stl):
+        guide = AutoIAF(local_model, create_plates=data_plate, stl=stl, **SMALL)
+        guide.setup(LOCAL_DATA, torch.arange(4))
+        pyro.set_rng_seed(3)
+        elbo = Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)
+        loss = elbo.differentiable_loss(local_model, guide, LOCAL_DATA, torch.arange(4))
+        return loss, torch.autograd.grad(loss, [guide.local_guide.scales.rate_unconstrained])[0]
+
+    pyro.set_rng_seed(0)
+    loss_stl, grad_stl = loss_and_scale_grad(None)
+    pyro.set_rng_seed(0)
+    loss_plain, grad_plain = loss_and_scale_grad(False)
+    torch.testing.assert_close(loss_stl, loss_plain)
+    assert (grad_stl[:4] - grad_plain[:4]).abs().min() > 1e-3  # every datum of the minibatch
+    assert not grad_stl[4:].any() and not grad_plain[4:].any()  # the others get no gradient
+
+
 def test_a_minibatch_step_moves_exactly_its_rows_of_the_local_factors():
     guide = AutoIAF(local_model, create_plates=data_plate, **SMALL).setup(LOCAL_DATA, torch.arange(4))
     before = {k: v.detach().clone() for k, v in guide.local_guide.named_parameters()}
@@ -503,9 +521,12 @@ def test_minibatch_svi_recovers_a_posterior_that_factorizes_over_data(name):
     for _ in range(num_steps):
         svi.step(x, y)
     lower, median, upper = guide.quantiles([0.158655, 0.5, 0.841345])["z"]
-    torch.testing.assert_close(median, x / 2, atol=0.06, rtol=0)
-    torch.testing.assert_close((upper - lower) / 2, torch.full((30,), 0.5**0.5), atol=0.06, rtol=0)
-    assert abs(float(guide.median()["mu"]) - 0.75) < 0.06
+    # Sticking the landing (on by default for the local factors, and for these guides'
+    # flow at this dimension) makes the gradient vanish at the exact posterior: with
+    # stl=False the same run misses every datum's mean by up to 0.04-0.06.
+    torch.testing.assert_close(median, x / 2, atol=1e-3, rtol=0)
+    torch.testing.assert_close((upper - lower) / 2, torch.full((30,), 0.5**0.5), atol=1e-3, rtol=0)
+    assert abs(float(guide.median()["mu"]) - 0.75) < 1e-3
 
 
 def test_local_sites_survive_state_dict_pickle_and_moves(device):
