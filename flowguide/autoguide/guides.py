@@ -144,12 +144,18 @@ def _conditional_scale(scale_tril: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(scale_tril, eye, upper=False).square().sum(0).rsqrt()
 
 
-def _recipe_optim(num_steps: int, lr: float, lr_decay: float | None, grad_clamp: float | None) -> PyroOptim:
+def _recipe_optim(
+    num_steps: int,
+    lr: float,
+    lr_decay: float | None,
+    grad_clamp: float | None,
+    undecayed: Callable[[str], bool] | None = None,
+) -> PyroOptim:
     """Pyro optimizer of a training recipe (:meth:`AutoFlow.recommended_optim` with the
     class's values; ``flowguide compare --schedule decay`` with ``AutoFlow``'s for every
     guide): ``ClippedAdam`` decaying the rate to ``lr_decay`` of ``lr`` over ``num_steps``
     and clamping gradient entries to ``[-grad_clamp, grad_clamp]``, or ``Adam`` where
-    both are ``None``."""
+    both are ``None``. Parameters whose name ``undecayed`` accepts keep the full rate."""
     if not (isinstance(num_steps, int) and num_steps >= 1):
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
     if not (isinstance(lr, (int, float)) and lr > 0):
@@ -157,7 +163,10 @@ def _recipe_optim(num_steps: int, lr: float, lr_decay: float | None, grad_clamp:
     if lr_decay is None and grad_clamp is None:
         return Adam({"lr": lr})
     lrd = 1.0 if lr_decay is None else lr_decay ** (1.0 / num_steps)
-    return ClippedAdam({"lr": lr, "lrd": lrd, "clip_norm": math.inf if grad_clamp is None else grad_clamp})
+    args = {"lr": lr, "lrd": lrd, "clip_norm": math.inf if grad_clamp is None else grad_clamp}
+    if undecayed is None:
+        return ClippedAdam(args)
+    return ClippedAdam(lambda name: {**args, "lrd": 1.0} if undecayed(name) else args)
 
 
 class AutoFlow(AutoContinuous):
@@ -331,7 +340,8 @@ class AutoFlow(AutoContinuous):
         ``ClippedAdam`` with the rate decayed geometrically, :math:`\text{lr}_t = \text{lr}
         \cdot \text{lr\_decay}^{t / \text{num\_steps}}`, and gradient entries clamped to
         :attr:`recommended_grad_clamp`; plain ``Adam`` where the class does neither
-        (``AutoPlanarFlow``). A decayed rate settles the
+        (``AutoPlanarFlow``). The per-datum factors of :attr:`local_sites` keep the full
+        rate: each moves only when its datum is in the minibatch. A decayed rate settles the
         final iterate: Adam's steps keep a size of about ``lr`` even where the gradient is
         pure noise, so at a constant rate the guide jitters around the optimum.
 
@@ -348,7 +358,11 @@ class AutoFlow(AutoContinuous):
             >>> svi = SVI(model, guide, guide.recommended_optim(1000), guide.recommended_elbo())
             >>> loss = svi.step()
         """
-        return _recipe_optim(num_steps, lr, self.lr_decay, self.recommended_grad_clamp)
+        return _recipe_optim(num_steps, lr, self.lr_decay, self.recommended_grad_clamp, self._is_local_param)
+
+    def _is_local_param(self, name: str) -> bool:
+        """Whether a Pyro parameter name is one of :attr:`local_guide`'s."""
+        return self.local_guide is not None and name.startswith(self.local_guide._pyro_name + ".")
 
     def recommended_elbo(self, **options: Any) -> Trace_ELBO:
         """``Trace_ELBO`` with the recipe's :attr:`recommended_particles`, vectorized;
@@ -392,7 +406,19 @@ class AutoFlow(AutoContinuous):
 
     @property
     def local_sites(self) -> tuple[str, ...]:
-        """Latent sites guided per datum by :attr:`local_guide` (see ``subsampled_sites``)."""
+        """Latent sites guided per datum by :attr:`local_guide` (see ``subsampled_sites``).
+
+        Example:
+            >>> import pyro, pyro.distributions as dist, torch
+            >>> def model(x):
+            ...     scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+            ...     with pyro.plate("data", len(x), subsample_size=10) as index:
+            ...         z = pyro.sample("z", dist.Normal(0.0, scale))
+            ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x[index])
+            >>> guide = AutoIAF(model).setup(torch.randn(100))
+            >>> guide.local_sites, guide.latent_dim, tuple(guide.median()["z"].shape)
+            (('z',), 1, (100,))
+        """
         return tuple(self._local_prototypes)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:

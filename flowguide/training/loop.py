@@ -100,6 +100,9 @@ class Trainer:
         model: A Pyro model.
         guide: A Pyro guide for it.
         optimizer: ``params -> torch.optim.Optimizer``; default Adam with lr 1e-2.
+            ``params`` is a list of tensors, or, for a flow autoguide with per-datum
+            factors of local sites, two parameter groups (the second marked
+            ``"local"``); torch optimizers take either.
         loss: A Pyro ELBO (anything with ``differentiable_loss``). Default: the guide's
             ``recommended_elbo()`` where it has one (flow autoguides: 8 vectorized
             particles), else ``Trace_ELBO()``.
@@ -107,7 +110,10 @@ class Trainer:
             ``"auto"`` (default) applies the guide's measured schedule where it has one:
             the rate decays geometrically to ``guide.lr_decay`` of its initial value over
             the steps of the run (:attr:`planned_steps`, set by :meth:`fit` and
-            :meth:`fit_loader`), then stays there. ``None`` keeps the rate constant.
+            :meth:`fit_loader`), then stays there. The per-datum factors of a flow
+            autoguide's local sites (``guide.local_guide``) keep the full rate: each
+            moves only when its datum is in the minibatch, and under the decay they
+            stalled far from the posterior. ``None`` keeps the rate constant.
         grad_clamp: Clamp every gradient entry to ``[-c, c]`` before the update (what
             Pyro's ``ClippedAdam`` does). ``"auto"`` (default) takes the guide's
             ``recommended_grad_clamp`` where it has one; ``None`` leaves gradients alone.
@@ -199,7 +205,7 @@ class Trainer:
         if not self.params:
             raise ValueError("the model and guide have no parameters to train")
         distributed.broadcast_from_main(list(self.params.values()))  # one model on every process
-        self.optimizer = self.make_optimizer(list(self.params.values()))
+        self.optimizer = self.make_optimizer(self._param_groups())
         self.scheduler = self.make_scheduler(self.optimizer) if self.make_scheduler else None
         return self
 
@@ -317,8 +323,24 @@ class Trainer:
         )
         return self._param_trace(args, kwargs)
 
+    def _param_groups(self) -> list[Tensor] | list[dict[str, Any]]:
+        """The parameters for the optimizer: a flat list, or, where the guide has per-datum
+        factors of local sites (a flow autoguide's ``local_guide``), two groups with those
+        factors second and marked ``"local"``: each is updated only when its datum is in the
+        minibatch, so the guide's schedule leaves them at the full rate."""
+        params = list(self.params.values())
+        local = getattr(self.guide, "local_guide", None)
+        local_ids = {id(p) for p in local.parameters()} if isinstance(local, torch.nn.Module) else set()
+        if not any(id(p) in local_ids for p in params):
+            return params
+        return [
+            {"params": [p for p in params if id(p) not in local_ids], "local": False},
+            {"params": [p for p in params if id(p) in local_ids], "local": True},
+        ]
+
     def _guide_schedule(self, optimizer: torch.optim.Optimizer) -> Any:
-        """The guide's measured learning-rate decay over :attr:`planned_steps` (or none)."""
+        """The guide's measured learning-rate decay over :attr:`planned_steps` (or none);
+        parameter groups marked ``"local"`` keep the full rate."""
         decay = getattr(self.guide, "lr_decay", None)
         if decay is None:
             return None
@@ -327,7 +349,8 @@ class Trainer:
             horizon = self.planned_steps
             return decay ** (min(update, horizon) / horizon) if horizon else 1.0
 
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        factors = [(lambda update: 1.0) if group.get("local") else factor for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
     # ------------------------------------------------------------------------ loops
     def fit(self, *args, steps: int, **kwargs) -> History:

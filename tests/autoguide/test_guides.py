@@ -489,6 +489,19 @@ def test_local_factors_stick_the_landing_unless_stl_is_false():
     assert not grad_stl[4:].any() and not grad_plain[4:].any()  # the others get no gradient
 
 
+def test_recommended_optim_leaves_the_local_factors_at_the_full_rate():
+    guide = AutoIAF(local_model, create_plates=data_plate, **SMALL)
+    optim = guide.recommended_optim(num_steps=20)
+    svi = SVI(local_model, guide, optim, guide.recommended_elbo())
+    for step in range(20):
+        svi.step(LOCAL_DATA, torch.arange(12).roll(4 * step)[:4])
+    store = pyro.get_param_store()
+    rates = {store.param_name(p): o.param_groups[0]["lr"] for p, o in optim.optim_objs.items()}
+    local = {name: rate for name, rate in rates.items() if ".local_guide." in name}
+    assert len(local) == 4 and all(rate == 1e-2 for rate in local.values())
+    assert all(rate == pytest.approx(1e-4) for name, rate in rates.items() if name not in local)
+
+
 def test_a_minibatch_step_moves_exactly_its_rows_of_the_local_factors():
     guide = AutoIAF(local_model, create_plates=data_plate, **SMALL).setup(LOCAL_DATA, torch.arange(4))
     before = {k: v.detach().clone() for k, v in guide.local_guide.named_parameters()}

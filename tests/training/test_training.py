@@ -374,6 +374,42 @@ def test_minibatch_fit_resumes_mid_epoch(tmp_path):
     assert resumed.losses == straight.history.losses
 
 
+def hierarchical(index, x):
+    """mu ~ N(0, 1), z_n ~ N(mu, 1), x_n ~ N(z_n, 1) for 40 data: z is local to the plate."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", 40, subsample=index):
+        z = pyro.sample("z", dist.Normal(mu, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def data_plate(index, x):
+    return pyro.plate("data", 40, subsample=index)
+
+
+def test_the_guides_schedule_leaves_per_datum_local_factors_at_the_full_rate():
+    """Each local factor moves only when its datum is in the minibatch (a quarter of the
+    steps here): under the recipe's decay to 1% it stalled at a standard deviation of
+    0.27 against 0.71, and the means up to 2.8 posterior standard deviations off."""
+    pyro.set_rng_seed(0)
+    x = 3.0 * torch.randn(40)
+    guide = AutoIAF(hierarchical, create_plates=data_plate)
+    trainer = Trainer(hierarchical, guide, device="cpu", progress=False)
+    trainer.fit_loader(shard_loader(TensorDataset(torch.arange(40), x), 10, seed=0), epochs=300)
+    flow_rate, local_rate = (group["lr"] for group in trainer.optimizer.param_groups)
+    assert local_rate == 1e-2 and flow_rate == pytest.approx(1e-4)
+    # Exact posterior: Gaussian with precision 41 on mu, 2 on each z_n, -1 between them.
+    precision = torch.zeros(41, 41, dtype=torch.float64)
+    precision[0, 0], precision[0, 1:], precision[1:, 0] = 41.0, -1.0, -1.0
+    precision[1:, 1:] = 2.0 * torch.eye(40, dtype=torch.float64)
+    covariance = torch.linalg.inv(precision)
+    mean = covariance @ torch.cat([torch.zeros(1), x]).double()
+    lower, median, upper = guide.quantiles([0.158655, 0.5, 0.841345])["z"]
+    # Gaussian mean-field VI has the exact means, and standard deviations 1/sqrt(2).
+    sd = float(covariance[1, 1].sqrt())
+    assert float((median.double() - mean[1:]).abs().max()) < 0.1 * sd
+    torch.testing.assert_close((upper - lower) / 2, torch.full((40,), 0.5**0.5), atol=0.02, rtol=0)
+
+
 def test_all_finite_checks_every_entry_and_skips_empty_tensors():
     from flowguide.training.guard import all_finite
 
