@@ -127,11 +127,6 @@ class LocalNormal(PyroModule):
             scale = torch.full_like(init, init_scale)
             _deep_setattr(self.scales, name, PyroParam(scale, constraints.softplus_positive, event_dim))
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The sites served, in trace order."""
-        return tuple(self._supports)
-
     def _loc_scale(self, name: str) -> tuple[Tensor, Tensor]:
         return attrgetter(name)(self.locs), attrgetter(name)(self.scales)
 
