@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
 
+import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.transforms import biject_to
@@ -34,6 +35,7 @@ from pyro.infer.autoguide.guides import prototype_hide_fn
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.infer.autoguide.utils import helpful_support_errors
 from pyro.optim import Adam, ClippedAdam, PyroOptim
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
@@ -78,6 +80,19 @@ def _signature(value: Any) -> Any:
     if isinstance(value, dict):
         return tuple(sorted((k, _signature(v)) for k, v in value.items()))
     return type(value).__name__
+
+
+class _SubsampleSources(Messenger):
+    """Records, for each plate's subsample site, whether the model chose the rows
+    (``subsample=``, the value is set before sampling) or the plate draws them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chosen: dict[str, bool] = {}
+
+    def _process_message(self, msg: dict) -> None:
+        if msg["type"] == "sample" and site_is_subsample(msg):
+            self.chosen[msg["name"]] = msg["value"] is not None
 
 
 def _shape_text(site: dict | None) -> str:
@@ -233,8 +248,10 @@ class AutoFlow(AutoContinuous):
         create_plates: As in :class:`~pyro.infer.autoguide.AutoGuide`: a function of
             the model's arguments returning the plates (or one plate) the guide should
             use, for models that choose their minibatch themselves
-            (``pyro.plate(..., subsample=index)``); other plates are created with the
-            set-up's sizes and draw their own minibatch, which the model replays.
+            (``pyro.plate(..., subsample=index)``); required for such a plate of a
+            local site (set-up refuses it otherwise: the guide's own rows would replace
+            the model's). Other plates are created with the set-up's sizes and draw
+            their own minibatch, which the model replays.
 
     The guide's parameters exist after :meth:`setup` (or the first call). A site that
     was not in a subsampled plate at set-up and is in one later changes shape, and is
@@ -425,6 +442,7 @@ class AutoFlow(AutoContinuous):
         AutoGuide._setup_prototype(self, *args, **kwargs)  # every site and plate of the model
         self._check_sites()
         self._split_local_sites()
+        self._check_local_plates(args, kwargs)
         self._known_signatures = {_signature((args, kwargs))}
         if self.latent_dim:
             self._setup_flow(args, kwargs)
@@ -452,6 +470,34 @@ class AutoFlow(AutoContinuous):
                 f"{type(self).__name__}: warm_start='laplace' fits the flow's sites given the data; latent "
                 f"site '{next(iter(self._local_prototypes))}' is local to a subsampled plate. Pass "
                 "warm_start=None, or 'auto' (which skips subsampled models)"
+            )
+
+    def _check_local_plates(self, args: tuple, kwargs: dict) -> None:
+        """Refuse a local site whose plate takes its minibatch from the model's arguments
+        (``subsample=index``) when ``create_plates`` does not give the guide that plate:
+        the guide's plate would draw other rows than the model scores, silently."""
+        plates = {
+            frame.name
+            for site in self._local_prototypes.values()
+            for frame in site["cond_indep_stack"]
+            if frame.full_size is not None and frame.full_size != frame.size
+        }
+        if not plates:
+            return
+        sources = _SubsampleSources()
+        with torch.random.fork_rng(devices=[]), poutine.block():
+            with sources:
+                self.model(*args, **kwargs)
+            owner = self.master() if self.master is not None else self
+            made = owner.create_plates(*args, **kwargs) if owner.create_plates is not None else []
+        drawn = {name for name, chosen in sources.chosen.items() if not chosen}
+        given = {plate.name for plate in ([made] if isinstance(made, pyro.plate) else made)}
+        for name in sorted(plates - drawn - given):
+            raise ValueError(
+                f"{type(self).__name__}: plate '{name}' of a local latent site takes its minibatch from the "
+                "model's arguments (subsample=...), so the guide's own plate would draw other rows; pass "
+                f"create_plates=, a function of the model's arguments returning pyro.plate('{name}', ..., "
+                "subsample=...) with the same rows"
             )
 
     def _setup_flow(self, args: tuple, kwargs: dict) -> None:

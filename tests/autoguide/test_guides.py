@@ -562,6 +562,26 @@ def test_local_sites_survive_state_dict_pickle_and_moves(device):
     assert moved.sample_posterior(2)["rate"].dtype == torch.float64
 
 
+def test_a_plate_indexed_by_the_models_arguments_needs_create_plates():
+    """Without create_plates the guide's plate draws its own rows, which replace the
+    model's index: ignored where the model slices its data with ``pyro.subsample``, and
+    latents scored against other rows' data where its arguments are the minibatch. Both
+    are refused at set-up."""
+    match = r"plate 'data' of a local latent site takes its minibatch from the model's arg.*create_plates"
+    with pytest.raises(ValueError, match=match):
+        AutoIAF(local_model, **SMALL).setup(LOCAL_DATA, torch.arange(4))
+    wrong = AutoIAF(local_model, create_plates=lambda data, index: pyro.plate("other", 3), **SMALL)
+    with pytest.raises(ValueError, match=match):
+        wrong.setup(LOCAL_DATA, torch.arange(4))
+
+    # Under the guide's plate the model replays the guide's rows: the same rows.
+    def drawn(data):
+        with pyro.plate("data", len(data), subsample_size=4):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    assert AutoIAF(drawn, **SMALL).setup(LOCAL_DATA).local_sites == ("z",)
+
+
 def test_only_local_sites_and_their_limits():
     def model(data):
         with pyro.plate("data", len(data), subsample_size=5):
