@@ -855,7 +855,8 @@ class AutoPlanarFlow(AutoFlow):
         model: A Pyro model.
         num_flows: Number of flow layers.
         **options: ``init_loc_fn``, ``init_scale``, ``num_summary_samples``, ``affine``,
-            ``warm_start`` and ``stl`` as in :class:`AutoFlow`.
+            ``warm_start``, ``stl``, ``subsampled_sites`` and ``create_plates`` as in
+            :class:`AutoFlow`.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -903,7 +904,8 @@ class AutoIAF(AutoFlow):
             landing); with :math:`b = 1.5` none did. Four layers keep 3, the measured
             default.
         **options: ``init_loc_fn``, ``init_scale``, ``num_summary_samples``, ``affine``,
-            ``warm_start`` and ``stl`` as in :class:`AutoFlow`.
+            ``warm_start``, ``stl``, ``subsampled_sites`` and ``create_plates`` as in
+            :class:`AutoFlow`.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -959,7 +961,8 @@ class AutoNeuralSpline(AutoFlow):
             1e-3 for bare flows) bound the slopes, and so the path gradient through the
             inverse that sticking the landing needs (see ``stl`` below).
         **options: ``init_loc_fn``, ``init_scale``, ``num_summary_samples``, ``affine``,
-            ``warm_start`` and ``stl`` as in :class:`AutoFlow`. With ``stl=None``
+            ``warm_start``, ``stl``, ``subsampled_sites`` and ``create_plates`` as in
+            :class:`AutoFlow`. With ``stl=None``
             (default) sticking the landing is on exactly when ``warm_start="laplace"``
             succeeded: started at the Laplace fit it was stable and reached the exact
             Gaussian posterior; from a cold start its gradients through the spline
@@ -1026,7 +1029,8 @@ class AutoAffineCoupling(AutoFlow):
             five steps in 5 of 8 seeds on a three-site model, and a 2-D banana fit
             stalled at KL 1.0; at 1.5 neither happened and the funnel fit improved.
         **options: ``init_loc_fn``, ``init_scale``, ``num_summary_samples``, ``affine``,
-            ``warm_start`` and ``stl`` as in :class:`AutoFlow`.
+            ``warm_start``, ``stl``, ``subsampled_sites`` and ``create_plates`` as in
+            :class:`AutoFlow`.
 
     Example:
         >>> import pyro, pyro.distributions as dist
