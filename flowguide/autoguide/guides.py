@@ -39,7 +39,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from flowguide.autoguide.local import LocalNormal, full_shape, is_local
+from flowguide.autoguide.local import LocalNormal, full_shape, is_local, subsampled_plates
 from flowguide.flows import (
     ElementwiseAffine,
     Flow,
@@ -476,12 +476,7 @@ class AutoFlow(AutoContinuous):
         """Refuse a local site whose plate takes its minibatch from the model's arguments
         (``subsample=index``) when ``create_plates`` does not give the guide that plate:
         the guide's plate would draw other rows than the model scores, silently."""
-        plates = {
-            frame.name
-            for site in self._local_prototypes.values()
-            for frame in site["cond_indep_stack"]
-            if frame.full_size is not None and frame.full_size != frame.size
-        }
+        plates = {frame.name for site in self._local_prototypes.values() for frame in subsampled_plates(site)}
         if not plates:
             return
         sources = _SubsampleSources()
@@ -526,7 +521,7 @@ class AutoFlow(AutoContinuous):
     def _wants_warm_start(self, args: tuple, kwargs: dict) -> bool:
         if self.warm_start == "auto":
             if self._default_init and self.latent_dim <= self.auto_laplace_max_dim:
-                if not self._subsampled(args, kwargs):
+                if not self._local_prototypes and not self._subsampled(args, kwargs):
                     return True
                 self.warm_start_fallback = "the model subsamples a plate: a minibatch's Laplace fit is noisy"
             return False
@@ -536,12 +531,7 @@ class AutoFlow(AutoContinuous):
         """Whether the model subsamples a plate (of latent or of observed sites)."""
         with torch.random.fork_rng(devices=[]):  # leave the user's random stream as a cold start would
             trace = poutine.block(poutine.trace(self.model).get_trace)(*args, **kwargs)
-        return any(
-            frame.full_size is not None and frame.full_size != frame.size
-            for site in trace.nodes.values()
-            if site["type"] == "sample"
-            for frame in site["cond_indep_stack"]
-        )
+        return any(is_local(site) for site in trace.nodes.values() if site["type"] == "sample")
 
     def _warm_start(
         self, loc: Tensor, scale_tril: Tensor, args: tuple, kwargs: dict
@@ -620,15 +610,14 @@ class AutoFlow(AutoContinuous):
                 )
             if self.subsampled_sites != "error":
                 continue
-            for frame in site["cond_indep_stack"]:
-                if frame.full_size is not None and frame.full_size != frame.size:
-                    raise ValueError(
-                        f"{guide} cannot serve latent site '{name}' inside plate '{frame.name}', "
-                        f"which is subsampled ({frame.size} of {frame.full_size}): a joint flow would "
-                        "share one density across minibatches, and subsampled_sites='error'. Pass "
-                        "subsampled_sites='normal' for per-datum factors, or guide local latents with "
-                        "an amortized guide (AutoGuideList) and keep global latents here."
-                    )
+            for frame in subsampled_plates(site):
+                raise ValueError(
+                    f"{guide} cannot serve latent site '{name}' inside plate '{frame.name}', "
+                    f"which is subsampled ({frame.size} of {frame.full_size}): a joint flow would "
+                    "share one density across minibatches, and subsampled_sites='error'. Pass "
+                    "subsampled_sites='normal' for per-datum factors, or guide local latents with "
+                    "an amortized guide (AutoGuideList) and keep global latents here."
+                )
 
     def _check_shapes(self, args: tuple, kwargs: dict) -> None:
         """Re-trace the model when its arguments change shape; refuse changed sites."""

@@ -32,7 +32,21 @@ from pyro.nn import PyroModule, PyroParam
 from pyro.ops.tensor_utils import periodic_repeat
 from torch import Tensor
 
-__all__ = ["LocalNormal", "full_shape", "is_local"]
+__all__ = ["LocalNormal", "full_shape", "is_local", "subsampled_plates"]
+
+
+def subsampled_plates(site: dict) -> list:
+    """The frames of a traced site's plates that are subsampled (size below full size).
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def model():
+        ...     with pyro.plate("data", 100, subsample_size=10), pyro.plate("k", 3, dim=-2):
+        ...         pyro.sample("z", dist.Normal(0.0, 1.0))
+        >>> [frame.name for frame in subsampled_plates(pyro.poutine.trace(model).get_trace().nodes["z"])]
+        ['data']
+    """
+    return [f for f in site["cond_indep_stack"] if f.full_size is not None and f.full_size != f.size]
 
 
 def is_local(site: dict) -> bool:
@@ -46,7 +60,7 @@ def is_local(site: dict) -> bool:
         >>> is_local(pyro.poutine.trace(model).get_trace().nodes["z"])
         True
     """
-    return any(f.full_size is not None and f.full_size != f.size for f in site["cond_indep_stack"])
+    return bool(subsampled_plates(site))
 
 
 def full_shape(site: dict) -> torch.Size:
@@ -62,9 +76,8 @@ def full_shape(site: dict) -> torch.Size:
         ((10, 3), (100, 3))
     """
     shape = list(site["value"].shape)
-    for frame in site["cond_indep_stack"]:
-        if frame.full_size is not None and frame.full_size != frame.size:
-            shape[len(shape) + frame.dim - site["fn"].event_dim] = frame.full_size
+    for frame in subsampled_plates(site):
+        shape[len(shape) + frame.dim - site["fn"].event_dim] = frame.full_size
     return torch.Size(shape)
 
 
@@ -120,9 +133,8 @@ class LocalNormal(PyroModule):
             init = biject_to(site["fn"].support).inv(site["value"].detach()).detach()
             event_dim = site["fn"].event_dim + init.dim() - site["value"].dim()
             self._event_dims[name] = (event_dim, site["fn"].event_dim)
-            for frame in site["cond_indep_stack"]:
-                if frame.full_size is not None and frame.full_size != frame.size:
-                    init = periodic_repeat(init, frame.full_size, frame.dim - event_dim).contiguous()
+            for frame in subsampled_plates(site):
+                init = periodic_repeat(init, frame.full_size, frame.dim - event_dim).contiguous()
             _deep_setattr(self.locs, name, PyroParam(init, constraints.real, event_dim))
             scale = torch.full_like(init, init_scale)
             _deep_setattr(self.scales, name, PyroParam(scale, constraints.softplus_positive, event_dim))
