@@ -441,13 +441,13 @@ class AutoFlow(AutoContinuous):
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         AutoGuide._setup_prototype(self, *args, **kwargs)  # every site and plate of the model
         self._check_sites()
-        self._split_local_sites()
+        self._split_local_sites(args, kwargs)
         self._check_local_plates(args, kwargs)
         self._known_signatures = {_signature((args, kwargs))}
         if self.latent_dim:
             self._setup_flow(args, kwargs)
 
-    def _split_local_sites(self) -> None:
+    def _split_local_sites(self, args: tuple, kwargs: dict) -> None:
         """Move the sites inside subsampled plates out of the prototype trace, which then
         holds the flow's sites only, and pack those as ``AutoContinuous`` does."""
         self._local_prototypes = {
@@ -464,12 +464,23 @@ class AutoFlow(AutoContinuous):
             self._cond_indep_stacks[name] = site["cond_indep_stack"]
         self.latent_dim = sum(shape.numel() for shape in self._unconstrained_shapes.values())
         if not self.latent_dim and not self._local_prototypes:
-            raise RuntimeError(f"{type(self).__name__} found no latent variables; use an empty guide instead")
+            self._check_not_empty(args, kwargs)
         if self.warm_start == "laplace" and self._local_prototypes:
             raise ValueError(
                 f"{type(self).__name__}: warm_start='laplace' fits the flow's sites given the data; latent "
                 f"site '{next(iter(self._local_prototypes))}' is local to a subsampled plate. Pass "
                 "warm_start=None, or 'auto' (which skips subsampled models)"
+            )
+
+    def _check_not_empty(self, args: tuple, kwargs: dict) -> None:
+        """A model without latent sites is served by an empty guide (as Pyro's ``AutoNormal``
+        serves it: SVI then fits the model's parameters by maximum likelihood), unless it
+        has no site at all, which is refused as Pyro's ``AutoContinuous`` refuses it."""
+        with torch.random.fork_rng(devices=[]), poutine.block():
+            trace = poutine.trace(self.model).get_trace(*args, **kwargs)
+        if not any(site["type"] in ("sample", "param") for site in trace.nodes.values()):
+            raise RuntimeError(
+                f"{type(self).__name__} found no sample or param site in the model: nothing to fit"
             )
 
     def _check_local_plates(self, args: tuple, kwargs: dict) -> None:
@@ -768,7 +779,8 @@ class AutoFlow(AutoContinuous):
         """
         self.setup(*args, **kwargs)
         if not self.latent_dim:
-            empty = next(self.local_guide.parameters()).new_zeros(0).detach()
+            local = None if self.local_guide is None else next(self.local_guide.parameters())
+            empty = torch.zeros(0) if local is None else local.new_zeros(0)
             return empty, empty
         body = ComposeFlowTransform(self.flow.transform().parts[:-1])
         w = body(self._base_draws(self.num_summary_samples, seed=0, antithetic=True))
@@ -800,7 +812,7 @@ class AutoFlow(AutoContinuous):
         """
         self.setup(*args, **kwargs)
         batches = {name: self._value_batch(values, name, site) for name, site in self._all_sites()}
-        batch = next(iter(batches.values()))
+        batch = next(iter(batches.values()), torch.Size())
         for name, site_batch in batches.items():
             if site_batch != batch:
                 raise ValueError(f"site '{name}' has batch shape {tuple(site_batch)}, others {tuple(batch)}")
@@ -815,7 +827,7 @@ class AutoFlow(AutoContinuous):
             log_q = log_q + self.flow().log_prob(torch.cat(parts, -1))
         for name in self._local_prototypes:
             log_q = log_q + self.local_guide.log_density(name, values[name], len(batch))
-        return log_q
+        return torch.as_tensor(log_q)  # 0 for a model without latent sites
 
     def _all_sites(self) -> list[tuple[str, dict]]:
         """The flow's sites, then the local ones, as ``(name, prototype site)``."""

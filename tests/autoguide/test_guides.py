@@ -596,6 +596,32 @@ def test_only_local_sites_and_their_limits():
         AutoPlanarFlow(model, warm_start="laplace").setup(torch.randn(20))
 
 
+@pytest.mark.parametrize("name", GUIDES)
+def test_a_model_without_latent_sites_gets_an_empty_guide_and_one_without_sites_an_error(name):
+    """As Pyro's ``AutoNormal``: SVI with the empty guide is maximum likelihood of the
+    model's parameters (here the data mean, from minibatches). A model that samples
+    nothing and reads no parameter is refused, as Pyro's ``AutoContinuous`` refuses it."""
+
+    def model(data):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", len(data), subsample_size=10) as rows:
+            pyro.sample("obs", dist.Normal(loc, 1.0), obs=data[rows])
+
+    data = torch.randn(40) + 3.0
+    guide = GUIDES[name](model)
+    svi = SVI(model, guide, ClippedAdam({"lr": 0.05, "lrd": 0.99}), Trace_ELBO())  # to 1% over 460 steps
+    for _ in range(460):
+        svi.step(data)
+    assert abs(pyro.param("loc").item() - data.mean().item()) < 0.05  # measured 2e-4 to 0.012
+    assert guide.latent_dim == 0 and guide.local_sites == () and dict(guide.state_dict()) == {}
+    assert guide(data) == {} and guide.median(data) == {} and guide.sample_posterior(3, data) == {}
+    assert float(guide.log_density({}, data)) == 0.0
+    assert Predictive(model, guide=guide, num_samples=4)(data)["obs"].shape == (4, 10)
+    assert pickle.loads(pickle.dumps(guide))(data) == {}
+    with pytest.raises(RuntimeError, match="found no sample or param site in the model"):
+        GUIDES[name](lambda: None).setup()
+
+
 def test_a_site_that_enters_a_subsampled_plate_after_setup_is_refused():
     def model(data, size=None):
         with pyro.plate("data", len(data), subsample_size=size):
