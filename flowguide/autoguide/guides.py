@@ -7,7 +7,7 @@ does) and the joint posterior over that vector is a normalizing flow
 .. math::
     z = \mu + \sigma \odot L\, g(u), \qquad u \sim N(0, I),
 
-where :math:`g` is the identity at initialization (planar layers: an odd map), :math:`L` a unit
+where :math:`g` is the identity at initialization, :math:`L` a unit
 lower-triangular matrix (``affine="full"``; the identity with ``affine="diagonal"``) and
 :math:`(\mu, \sigma)` start at the ``init_loc_fn`` values and ``init_scale``, or at a
 Laplace approximation (``warm_start="laplace"``). The ELBO sees

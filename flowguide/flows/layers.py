@@ -8,7 +8,6 @@ Calling a layer with an optional ``context`` returns a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import partial
 
@@ -155,8 +154,7 @@ class Planar(FlowLayer):
 
     def __init__(self, dim: int, context_dim: int | None = None, hidden_dims: Sequence[int] = (64,)) -> None:
         super().__init__(dim, context_dim)
-        bound = 1 / math.sqrt(dim)
-        init = torch.cat([torch.empty(2 * dim).uniform_(-bound, bound), torch.zeros(1)])
+        init = _identity_planar_init(dim)
         if self.context_dim is None:
             self.params = nn.Parameter(init)
         else:
@@ -168,6 +166,16 @@ class Planar(FlowLayer):
         raw = self.params if context is None else self.hyper(context).squeeze(-2)
         u, w, b = raw.split([self.dim, self.dim, 1], -1)
         return PlanarTransform(u, w, b.squeeze(-1))
+
+
+def _identity_planar_init(dim: int) -> Tensor:
+    """Raw ``(u, w, b)`` of an identity planar map: ``w`` a random unit vector (it breaks
+    the symmetry between layers; the slope along ``w`` moves ``u_hat`` by ``1 / |w|``, so a
+    short ``w`` would make the start ill-conditioned), ``b = 0`` and the ``u`` that
+    :meth:`PlanarTransform.identity_u` gives."""
+    w = torch.randn(dim)
+    w = w / w.norm()
+    return torch.cat([PlanarTransform.identity_u(w), w, torch.zeros(1)])
 
 
 class Autoregressive(FlowLayer):

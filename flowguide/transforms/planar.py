@@ -2,6 +2,10 @@ r"""The planar map of Rezende & Mohamed (2015) with an exact numerical inverse."
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -57,6 +61,24 @@ class PlanarTransform(FlowTransform):
         self.u_hat = u + (target - wu) * w / norm2
         self.slope = (w * self.u_hat).sum(-1)
 
+    @staticmethod
+    def identity_u(w: Tensor) -> Tensor:
+        r"""The raw :math:`u` for which :math:`\hat u = 0`, so the map is the identity.
+
+        :math:`u = \alpha w / \|w\|^2` with :math:`m(\alpha) = 0`, i.e.
+        :math:`\alpha = \log(e^{1 - \epsilon} - 1)`: the constraint's correction then
+        cancels :math:`u` exactly, while gradients still reach :math:`u, w, b` through
+        :math:`\hat u`. A flow of such maps starts where its affine head puts it.
+
+        Example:
+            >>> w = torch.tensor([0.5, -1.0])
+            >>> t = PlanarTransform(PlanarTransform.identity_u(w), w, torch.tensor(0.3))
+            >>> bool(t.u_hat.abs().max() < 1e-6)
+            True
+        """
+        alpha = math.log(math.expm1(1 - _MARGIN))
+        return alpha * w / (w * w).sum(-1, keepdim=True)
+
     def _preactivation(self, v: Tensor) -> Tensor:
         return (self.w * v).sum(-1) + self.b
 
@@ -80,15 +102,29 @@ class PlanarTransform(FlowTransform):
 
 @torch.no_grad()
 def _solve_monotone(t: Tensor, c: Tensor, max_iter: int) -> Tensor:
-    r"""Solve :math:`a + c \tanh(a) = t` elementwise for :math:`c > -1`.
+    r"""Solve :math:`a + c \tanh(a) = t` elementwise for :math:`c > -1` (no gradients).
 
-    Newton steps that leave the bracket :math:`[t - |c|, t + |c|]` (which shrinks as
-    the sign of the residual is learned) fall back to bisection, so convergence is
-    guaranteed; iteration stops once every residual is at rounding level.
+    Under ``torch.jit.trace`` (``JitTrace_ELBO``) the solver runs as a TorchScript
+    function, which the traced graph calls with its loop and early stop intact: traced
+    as Python, the loop would be frozen at the iteration count of its first call (none at
+    all for an identity map).
     """
+    solve = _scripted_solver() if torch.jit.is_tracing() else _newton_bisection
+    return solve(t, c, max_iter, torch.finfo(t.dtype).eps)
+
+
+@functools.cache
+def _scripted_solver() -> Callable[[Tensor, Tensor, int, float], Tensor]:
+    return torch.jit.script(_newton_bisection)
+
+
+def _newton_bisection(t: Tensor, c: Tensor, max_iter: int, eps: float) -> Tensor:
+    """Newton steps that leave the bracket ``[t - |c|, t + |c|]`` (which shrinks as the
+    sign of the residual is learned) fall back to bisection, so convergence is
+    guaranteed; iteration stops once every residual is at rounding level."""
     lo, hi = t - c.abs(), t + c.abs()
     a = t.clone()
-    tol = 4 * torch.finfo(t.dtype).eps * (1 + t.abs())
+    tol = 4 * eps * (1 + t.abs())
     for _ in range(max_iter):
         th = torch.tanh(a)
         r = a + c * th - t

@@ -221,7 +221,7 @@ def test_median_of_a_symmetric_posterior_is_exact():
 
 @pytest.mark.parametrize("name", GUIDES)
 def test_median_at_initialization_is_the_init_value(name):
-    """The flows start as the identity (planar layers as odd maps), so the antithetic median
+    """The flows start as the identity, so the antithetic median
     is the init value to rounding (Pyro's own test asks 1e-5; conditioners started at 1e-2
     of ``nn.Linear``'s weights, not at zero, left 2e-5 to 3e-4 here)."""
     inits = THREE_SITE_INITS
@@ -709,18 +709,17 @@ def test_laplace_warm_start_is_the_exact_posterior_of_a_conjugate_model():
 def test_loc_scale_are_the_posterior_moments(name):
     """``_loc_scale`` (where Pyro's Gaussian guides return their parameters) gives the
     mean and standard deviation of q: those of its own draws; the exact conjugate ones
-    after the Laplace start where the flow starts near the identity (not planar, whose
-    initial layers bend); ``init_scale`` even when it is far below float32's epsilon."""
+    after the Laplace start, where every flow starts at the identity; ``init_scale`` even
+    when it is far below float32's epsilon."""
     case = ConjugateRegression(dim=4, num_data=12)
     guide = GUIDES[name](case.model, warm_start="laplace", num_summary_samples=200_000).setup(*case.args)
     loc, scale = guide._loc_scale()  # Monte Carlo: 0.2% standard error in the scale
     draws = guide.sample_posterior(200_000, *case.args)["w"]
     torch.testing.assert_close(loc, draws.mean(0), atol=0.01 * float(scale.min()), rtol=0)
     torch.testing.assert_close(scale, draws.std(0), atol=0, rtol=0.01)
-    if name != "planar":
-        mean, cov = case._posterior()
-        torch.testing.assert_close(loc.double(), mean, atol=0.02 * float(cov.diagonal().sqrt().min()), rtol=0)
-        torch.testing.assert_close(scale.double(), cov.diagonal().sqrt(), atol=0, rtol=0.01)
+    mean, cov = case._posterior()
+    torch.testing.assert_close(loc.double(), mean, atol=0.02 * float(cov.diagonal().sqrt().min()), rtol=0)
+    torch.testing.assert_close(scale.double(), cov.diagonal().sqrt(), atol=0, rtol=0.01)
     with torch.no_grad():  # a skewed q: its mean is no longer the head's location
         for parameter in guide.flow.layers[:-2].parameters():
             parameter.add_(torch.randn_like(parameter))

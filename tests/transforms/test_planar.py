@@ -39,3 +39,35 @@ def test_inverse_gradient_is_the_implicit_function_gradient(device):
     got_u, got_w = jacobian(lambda u_, w_: PlanarTransform(u_, w_, b).inv(y), (u, w))
     torch.testing.assert_close(got_u, -torch.linalg.solve(j_x, j_u), atol=1e-10, rtol=0)
     torch.testing.assert_close(got_w, -torch.linalg.solve(j_x, j_w), atol=1e-10, rtol=0)
+
+
+def test_identity_u_makes_the_identity_map_that_still_learns(device, dtype):
+    """The guides' start: u_hat = 0 exactly, so f(x) = x with log|det J| = 0, while the
+    gradient of a loss still reaches u, w and b through u_hat."""
+    w = torch.randn(4, 3, device=device, dtype=dtype).requires_grad_(True)
+    u = PlanarTransform.identity_u(w.detach()).requires_grad_(True)
+    b = torch.randn(4, device=device, dtype=dtype).requires_grad_(True)
+    t = PlanarTransform(u, w, b)
+    x = torch.randn(4, 3, device=device, dtype=dtype)
+    y, ladj = t.call_and_ladj(x)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(y, x, atol=10 * eps, rtol=0)
+    torch.testing.assert_close(ladj, torch.zeros_like(ladj), atol=10 * eps, rtol=0)
+    (y.sum() ** 2 + ladj.sum()).backward()
+    assert all(p.grad.abs().max() > 1e-3 for p in (u, w))
+
+
+def test_inverse_under_jit_trace_keeps_its_iterations():
+    """JitTrace_ELBO traces the inverse (sticking the landing) on its first step, when the
+    maps are the identity and the root needs no iteration; the traced graph must still
+    solve later calls, whose maps bend."""
+    w, b = torch.randn(3), torch.tensor(0.2)
+
+    def inverse(u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return PlanarTransform(u, w, b).inv(y)
+
+    traced = torch.jit.trace(inverse, (PlanarTransform.identity_u(w), torch.randn(50, 3)))
+    u = 4.0 * w + torch.randn(3)
+    x = torch.randn(50, 3)
+    y = PlanarTransform(u, w, b)(x)
+    torch.testing.assert_close(traced(u, y), x, atol=1e-4, rtol=0)
