@@ -77,7 +77,7 @@ class PlanarTransform(FlowTransform):
             True
         """
         alpha = math.log(math.expm1(1 - _MARGIN))
-        return alpha * w / (w * w).sum(-1, keepdim=True)
+        return alpha * w / (w * w).sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
 
     def _preactivation(self, v: Tensor) -> Tensor:
         return (self.w * v).sum(-1) + self.b

@@ -55,6 +55,8 @@ def test_identity_u_makes_the_identity_map_that_still_learns(device, dtype):
     torch.testing.assert_close(ladj, torch.zeros_like(ladj), atol=10 * eps, rtol=0)
     (y.sum() ** 2 + ladj.sum()).backward()
     assert all(p.grad.abs().max() > 1e-3 for p in (u, w))
+    zero = torch.zeros(3, device=device, dtype=dtype)  # w = 0: u = 0, still the identity
+    assert torch.equal(PlanarTransform.identity_u(zero), zero)
 
 
 def test_inverse_under_jit_trace_keeps_its_iterations():
