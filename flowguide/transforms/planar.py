@@ -67,8 +67,9 @@ class PlanarTransform(FlowTransform):
 
         :math:`u = \alpha w / \|w\|^2` with :math:`m(\alpha) = 0`, i.e.
         :math:`\alpha = \log(e^{1 - \epsilon} - 1)`: the constraint's correction then
-        cancels :math:`u` exactly, while gradients still reach :math:`u, w, b` through
-        :math:`\hat u`. A flow of such maps starts where its affine head puts it.
+        cancels :math:`u` exactly, while gradients still reach :math:`u` and :math:`w`
+        through :math:`\hat u` (and :math:`b` once :math:`\hat u \ne 0`). A flow of such
+        maps starts where its affine head puts it.
 
         Example:
             >>> w = torch.tensor([0.5, -1.0])
