@@ -661,14 +661,26 @@ class AutoFlow(AutoContinuous):
 
     # ------------------------------------------------------------- posterior
     def get_base_dist(self):
-        return self.flow.base()
+        return self._require_flow().base()
 
     def get_transform(self, *args: Any, **kwargs: Any):
-        return self.flow.transform()
+        return self._require_flow().transform()
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> FlowDistribution:
         """The flow distribution over the packed unconstrained latent vector."""
-        return self.flow(stl=self.uses_stl)
+        return self._require_flow()(stl=self.uses_stl)
+
+    def _require_flow(self) -> Flow:
+        """The flow, or a ``RuntimeError`` saying why there is none."""
+        self._require_setup()
+        if not self.latent_dim:
+            what = (
+                "only latent sites local to subsampled plates (see local_guide)"
+                if self._local_prototypes
+                else "no latent site"
+            )
+            raise RuntimeError(f"{type(self).__name__} has no flow: the model has {what}")
+        return self.flow
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
         if self.prototype_trace is None:

@@ -592,6 +592,8 @@ def test_only_local_sites_and_their_limits():
     assert math.isfinite(svi.step(torch.randn(20)))
     assert guide.latent_dim == 0 and guide.median()["z"].shape == (20,)
     assert guide._loc_scale()[0].shape == (0,)
+    with pytest.raises(RuntimeError, match="has no flow: the model has only latent sites local"):
+        guide.get_posterior()
     with pytest.raises(ValueError, match=r"warm_start='laplace'.*site 'z' is local to a subsampled plate"):
         AutoPlanarFlow(model, warm_start="laplace").setup(torch.randn(20))
 
@@ -618,6 +620,11 @@ def test_a_model_without_latent_sites_gets_an_empty_guide_and_one_without_sites_
     assert float(guide.log_density({}, data)) == 0.0
     assert Predictive(model, guide=guide, num_samples=4)(data)["obs"].shape == (4, 10)
     assert pickle.loads(pickle.dumps(guide))(data) == {}
+    for method in (guide.get_posterior, guide.get_transform, guide.get_base_dist):
+        with pytest.raises(RuntimeError, match="has no flow: the model has no latent site"):
+            method()
+    with pytest.raises(RuntimeError, match=r"has no parameters yet: call guide\.setup"):
+        GUIDES[name](model).get_posterior()
     with pytest.raises(RuntimeError, match="found no sample or param site in the model"):
         GUIDES[name](lambda: None).setup()
 
