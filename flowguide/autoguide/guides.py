@@ -324,6 +324,7 @@ class AutoFlow(AutoContinuous):
         #: Per-datum factors of the latent sites in subsampled plates (``None`` if there are none).
         self.local_guide: LocalNormal | None = None
         self._local_prototypes: dict[str, dict] = {}
+        self._whole_model_trace: tuple[poutine.Trace, dict[str, bool]] | None = None
         #: Whether the Laplace warm start set the head (``False`` before set-up or after a fallback).
         self.warm_started = False
         #: Why a requested warm start was not used (``None`` if it was, or none was asked for).
@@ -440,12 +441,27 @@ class AutoFlow(AutoContinuous):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         AutoGuide._setup_prototype(self, *args, **kwargs)  # every site and plate of the model
-        self._check_sites()
-        self._split_local_sites(args, kwargs)
-        self._check_local_plates(args, kwargs)
-        self._known_signatures = {_signature((args, kwargs))}
-        if self.latent_dim:
-            self._setup_flow(args, kwargs)
+        try:
+            self._check_sites()
+            self._split_local_sites(args, kwargs)
+            self._check_local_plates(args, kwargs)
+            self._known_signatures = {_signature((args, kwargs))}
+            if self.latent_dim:
+                self._setup_flow(args, kwargs)
+        finally:
+            self._whole_model_trace = None  # not kept: the guide is pickled and moved without it
+
+    def _whole_model(self, args: tuple, kwargs: dict) -> tuple[poutine.Trace, dict[str, bool]]:
+        """The model traced with nothing hidden (observed and subsample sites too), and
+        which plates' rows the model chose (:class:`_SubsampleSources`). Traced at most
+        once per set-up, for the checks that need it, leaving the user's random stream
+        as a cold start would."""
+        if self._whole_model_trace is None:
+            sources = _SubsampleSources()
+            with torch.random.fork_rng(devices=[]), poutine.block(), sources:
+                trace = poutine.trace(self.model).get_trace(*args, **kwargs)
+            self._whole_model_trace = (trace, sources.chosen)
+        return self._whole_model_trace
 
     def _split_local_sites(self, args: tuple, kwargs: dict) -> None:
         """Move the sites inside subsampled plates out of the prototype trace, which then
@@ -476,8 +492,7 @@ class AutoFlow(AutoContinuous):
         """A model without latent sites is served by an empty guide (as Pyro's ``AutoNormal``
         serves it: SVI then fits the model's parameters by maximum likelihood), unless it
         has no site at all, which is refused as Pyro's ``AutoContinuous`` refuses it."""
-        with torch.random.fork_rng(devices=[]), poutine.block():
-            trace = poutine.trace(self.model).get_trace(*args, **kwargs)
+        trace, _ = self._whole_model(args, kwargs)
         if not any(site["type"] in ("sample", "param") for site in trace.nodes.values()):
             raise RuntimeError(
                 f"{type(self).__name__} found no sample or param site in the model: nothing to fit"
@@ -490,13 +505,11 @@ class AutoFlow(AutoContinuous):
         plates = {frame.name for site in self._local_prototypes.values() for frame in subsampled_plates(site)}
         if not plates:
             return
-        sources = _SubsampleSources()
+        _, chosen = self._whole_model(args, kwargs)
         with torch.random.fork_rng(devices=[]), poutine.block():
-            with sources:
-                self.model(*args, **kwargs)
             owner = self.master() if self.master is not None else self
             made = owner.create_plates(*args, **kwargs) if owner.create_plates is not None else []
-        drawn = {name for name, chosen in sources.chosen.items() if not chosen}
+        drawn = {name for name, model_chose in chosen.items() if not model_chose}
         given = {plate.name for plate in ([made] if isinstance(made, pyro.plate) else made)}
         for name in sorted(plates - drawn - given):
             raise ValueError(
@@ -540,8 +553,7 @@ class AutoFlow(AutoContinuous):
 
     def _subsampled(self, args: tuple, kwargs: dict) -> bool:
         """Whether the model subsamples a plate (of latent or of observed sites)."""
-        with torch.random.fork_rng(devices=[]):  # leave the user's random stream as a cold start would
-            trace = poutine.block(poutine.trace(self.model).get_trace)(*args, **kwargs)
+        trace, _ = self._whole_model(args, kwargs)
         return any(is_local(site) for site in trace.nodes.values() if site["type"] == "sample")
 
     def _warm_start(
