@@ -28,6 +28,7 @@ from pyro import poutine
 from pyro.distributions import constraints
 from pyro.distributions.transforms import biject_to
 from pyro.distributions.util import sum_rightmost
+from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.tensor_utils import periodic_repeat
 from torch import Tensor
@@ -81,16 +82,6 @@ def full_shape(site: dict) -> torch.Size:
     return torch.Size(shape)
 
 
-def _deep_setattr(module: PyroModule, name: str, value: PyroParam) -> None:
-    """Set ``module.a.b.c = value`` for ``name = "a.b.c"``, creating the PyroModules between."""
-    *path, last = name.split(".")
-    for part in path:
-        if not hasattr(module, part):
-            setattr(module, part, PyroModule())
-        module = getattr(module, part)
-    setattr(module, last, value)
-
-
 class _PathNormal(dist.Normal):
     """A normal whose ``log_prob`` holds its parameters fixed: draws still carry the
     gradient, so an ELBO over them sticks the landing (Roeder, Wu & Duvenaud, 2017)."""
@@ -135,9 +126,9 @@ class LocalNormal(PyroModule):
             self._event_dims[name] = (event_dim, site["fn"].event_dim)
             for frame in subsampled_plates(site):
                 init = periodic_repeat(init, frame.full_size, frame.dim - event_dim).contiguous()
-            _deep_setattr(self.locs, name, PyroParam(init, constraints.real, event_dim))
+            deep_setattr(self.locs, name, PyroParam(init, constraints.real, event_dim))
             scale = torch.full_like(init, init_scale)
-            _deep_setattr(self.scales, name, PyroParam(scale, constraints.softplus_positive, event_dim))
+            deep_setattr(self.scales, name, PyroParam(scale, constraints.softplus_positive, event_dim))
 
     def _loc_scale(self, name: str) -> tuple[Tensor, Tensor]:
         return attrgetter(name)(self.locs), attrgetter(name)(self.scales)
