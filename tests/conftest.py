@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyro
 import pytest
 import torch
 
@@ -26,7 +27,11 @@ def dtype(request: pytest.FixtureRequest) -> torch.dtype:
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
+    """Each test starts from seed 0 and an empty Pyro parameter store: a guide whose
+    parameter names are in the store takes the stored values (Pyro's rule), so a test
+    would otherwise start from what an earlier test trained."""
     torch.manual_seed(0)
+    pyro.clear_param_store()
 
 
 @pytest.fixture
