@@ -14,7 +14,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from flowguide.nn import MADE, MLP, check_dim
+from flowguide.nn import MADE, MLP, UnitScaled, check_dim
 from flowguide.transforms import (
     AffineTransform,
     AutoregressiveTransform,
@@ -132,10 +132,11 @@ class ElementwiseAffine(FlowLayer):
         return AffineTransform(self.location, self.log_scale, event_dim=1)
 
 
-class Planar(FlowLayer):
+class Planar(UnitScaled, FlowLayer):
     r"""Planar layer :math:`f(x) = x + \hat u \tanh(w^\top x + b)`.
 
-    Unconditional: :math:`u, w, b` are parameters. Conditional (amortized, as in the
+    Unconditional: :math:`u, w, b` are parameters (stored in units of :attr:`unit`, see
+    :class:`~flowguide.nn.UnitScaled`). Conditional (amortized, as in the
     VAE of Rezende & Mohamed): an MLP maps the context to :math:`(u, w, b)` per data
     point; its output bias starts at the unconditional initialization.
 
@@ -154,6 +155,7 @@ class Planar(FlowLayer):
 
     def __init__(self, dim: int, context_dim: int | None = None, hidden_dims: Sequence[int] = (64,)) -> None:
         super().__init__(dim, context_dim)
+        self._init_unit()
         init = _identity_planar_init(dim)
         if self.context_dim is None:
             self.params = nn.Parameter(init)
@@ -163,7 +165,7 @@ class Planar(FlowLayer):
                 self.hyper.output_bias().copy_(init)
 
     def build(self, context: Tensor | None) -> FlowTransform:
-        raw = self.params if context is None else self.hyper(context).squeeze(-2)
+        raw = self._scaled(self.params) if context is None else self.hyper(context).squeeze(-2)
         u, w, b = raw.split([self.dim, self.dim, 1], -1)
         return PlanarTransform(u, w, b.squeeze(-1))
 

@@ -6,8 +6,18 @@ from flowguide.nn.networks import (
     PACK_LIMIT,
     LinearStack,
     MaskedLinear,
+    UnitScaled,
     check_dim,
     check_hidden_dims,
 )
 
-__all__ = ["MADE", "MLP", "PACK_LIMIT", "LinearStack", "MaskedLinear", "check_dim", "check_hidden_dims"]
+__all__ = [
+    "MADE",
+    "MLP",
+    "PACK_LIMIT",
+    "LinearStack",
+    "MaskedLinear",
+    "UnitScaled",
+    "check_dim",
+    "check_hidden_dims",
+]

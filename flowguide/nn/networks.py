@@ -15,6 +15,11 @@ layers those jumps compound through the log-scales (measured: with factor 1, an 
 coupling guide on a 3-site model went to NaN within 3 steps for 4 of 8 seeds at
 lr 0.02; with 0.1, none of 8).
 
+A network can also store its weights in a smaller unit (:class:`UnitScaled`): the map
+is unchanged, but an optimizer's steps of about the learning rate then move each weight
+by ``unit`` times that. Autoguides use it to slow their flow layers against their affine
+head (:attr:`flowguide.AutoFlow.core_unit`).
+
 A network of up to :data:`PACK_LIMIT` weights keeps all its weights and biases in one
 flat parameter (``weights``) and cuts it into layers at every call. The math is that of
 a stack of ``nn.Linear`` layers with the same initialization, but an optimizer that
@@ -29,11 +34,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "MADE", "LinearStack", "MaskedLinear", "PACK_LIMIT", "check_dim", "check_hidden_dims"]
+__all__ = [
+    "MLP",
+    "MADE",
+    "LinearStack",
+    "MaskedLinear",
+    "PACK_LIMIT",
+    "UnitScaled",
+    "check_dim",
+    "check_hidden_dims",
+]
 
 #: Largest number of weights and biases a :class:`LinearStack` packs into one parameter
 #: by default (``pack=None``); above it each is a parameter of its own. Measured on the
@@ -65,15 +80,66 @@ def _join(x: Tensor, context: Tensor | None) -> Tensor:
     return torch.cat([context.expand(*batch, context.shape[-1]), x], -1)
 
 
-class _Constant(nn.Module):
+class UnitScaled:
+    r"""Mixin for a module whose parameters are stored in units of :attr:`unit`.
+
+    The value the module computes with is :math:`\theta = u\,\tilde\theta`, where
+    :math:`\tilde\theta` is the stored parameter and :math:`u` the unit (1 unless set).
+    :meth:`set_unit` rescales the stored numbers, so the map is unchanged; what changes is
+    an optimizer's step. Adam moves every stored number by about its learning rate per
+    step, whatever the gradient's size, so with unit :math:`u` each value moves by about
+    :math:`u` times the rate: the same as a learning rate :math:`u` times smaller for
+    this module alone, chosen by the module rather than by the optimizer. The unit is a
+    buffer, so a saved state keeps its meaning. Subclasses call :meth:`_init_unit` in
+    their constructor.
+
+    Example:
+        >>> stack = LinearStack([2, 4, 1])
+        >>> x = torch.randn(3, 2)
+        >>> before = stack(x)
+        >>> stack.set_unit(0.1)
+        >>> torch.allclose(stack(x), before), stack.unit
+        (True, tensor(0.1000))
+    """
+
+    def _init_unit(self) -> None:
+        self.register_buffer("unit", torch.ones(()))
+        self._unit_value = 1.0  # a float copy: no device sync to test it per call
+
+    def _scaled(self, x: Tensor) -> Tensor:
+        """``x`` times the unit (``x`` itself while the unit is 1)."""
+        return x if self._unit_value == 1.0 else x * self.unit
+
+    def _unit_parameters(self) -> Iterator[nn.Parameter]:
+        """The stored parameters the unit applies to."""
+        return self.parameters(recurse=False)
+
+    @torch.no_grad()
+    def set_unit(self, unit: float) -> None:
+        """Store the parameters in units of ``unit`` (positive), keeping their values."""
+        if isinstance(unit, bool) or not isinstance(unit, (int, float)) or not unit > 0:
+            raise ValueError(f"unit must be a positive number, got {unit!r}")
+        for parameter in self._unit_parameters():
+            parameter.mul_(self._unit_value / unit)
+        self.unit.fill_(unit)
+        self._unit_value = float(unit)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._unit_value = float(self.unit)
+
+
+class _Constant(UnitScaled, nn.Module):
     """Output a learned vector (zeros at first) for every input row; no weights."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(size))
+        self._init_unit()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.bias.expand(*x.shape[:-1], self.bias.shape[-1])
+        bias = self._scaled(self.bias)
+        return bias.expand(*x.shape[:-1], bias.shape[-1])
 
 
 class MaskedLinear(nn.Linear):
@@ -91,7 +157,7 @@ class MaskedLinear(nn.Linear):
         return nn.functional.linear(x, self.weight * self.mask, self.bias)
 
 
-class LinearStack(nn.Module):
+class LinearStack(UnitScaled, nn.Module):
     r"""Linear layers with activations between them, small stacks packed in one parameter.
 
     Computes :math:`h_{k+1} = a(W_k h_k + b_k)` for each layer but the last, which has
@@ -101,7 +167,9 @@ class LinearStack(nn.Module):
     :meth:`forward` splits into views, so it costs an optimizer one tensor instead of
     two per layer; an unpacked one stores them as ``weights.0``, ``weights.1``, ...
     (a weight, flattened, then a bias, per layer). Packing changes the state-dict keys,
-    not the values or the math.
+    not the values or the math. With a unit (:class:`UnitScaled`) every layer's output
+    before its activation is multiplied by it, which is the same as multiplying its
+    weight and bias.
 
     Arguments:
         widths: Sizes ``[in, hidden..., out]``; at least two entries.
@@ -144,11 +212,17 @@ class LinearStack(nn.Module):
             self.weights = nn.ParameterList(nn.Parameter(t) for t in flat)
         self.activations = nn.ModuleList(activation() for _ in self.shapes[1:])
         self.masked = masks is not None
+        self._init_unit()
         for k, mask in enumerate(masks or []):
             self.register_buffer(f"mask{k}", mask.to(flat[0].dtype))
 
+    def _unit_parameters(self) -> Iterator[nn.Parameter]:
+        packed = not isinstance(self.weights, nn.ParameterList)
+        return iter([self.weights]) if packed else self.weights.parameters()
+
     def layer(self, k: int) -> tuple[Tensor, Tensor]:
-        """Views ``(weight, bias)`` of layer ``k`` (negative counts from the end) into ``weights``."""
+        """Views ``(weight, bias)`` of layer ``k`` (negative counts from the end) into
+        ``weights``: the stored numbers, before the unit (:class:`UnitScaled`)."""
         return list(self._layers())[k]
 
     def _layers(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -160,7 +234,7 @@ class LinearStack(nn.Module):
         for k, (weight, bias) in enumerate(self._layers()):
             if self.masked:
                 weight = weight * getattr(self, f"mask{k}")
-            x = nn.functional.linear(x, weight, bias)
+            x = self._scaled(nn.functional.linear(x, weight, bias))
             if k < len(self.activations):
                 x = self.activations[k](x)
         return x
@@ -180,7 +254,8 @@ class _Conditioner(nn.Module):
                 t.mul_(self.init_scale)
 
     def output_bias(self) -> Tensor:
-        """A view of the last layer's bias (raw, before ``output_scale``), e.g. to set it in place.
+        """A view of the last layer's bias (raw: before ``output_scale`` and the stack's
+        unit), e.g. to set it in place.
 
         Example:
             >>> net = MLP(3, 2, num_params=1, hidden_dims=[8])

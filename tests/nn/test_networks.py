@@ -127,3 +127,49 @@ def test_linear_stack_masks_weights_and_checks_mask_shapes():
         LinearStack([2, 3], masks=[mask])
     with pytest.raises(ValueError, match="widths"):
         LinearStack([4])
+
+
+def _unit_scaled_modules():
+    from flowguide.flows.layers import Planar
+    from flowguide.nn.networks import _Constant
+
+    constant = _Constant(3)
+    torch.nn.init.normal_(constant.bias)
+    return {
+        "packed": (LinearStack([3, 8, 2]), lambda m, x: m(x)),
+        "unpacked": (LinearStack([3, 8, 2], pack=False), lambda m, x: m(x)),
+        "masked": (MADE(3, num_params=2, hidden_dims=[8], init_scale=1.0).net, lambda m, x: m(x)),
+        "constant": (constant, lambda m, x: m(x)),
+        "planar": (Planar(3), lambda m, x: m()(x)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["packed", "unpacked", "masked", "constant", "planar"])
+def test_a_unit_keeps_the_map_and_scales_adams_steps(kind, device, dtype):
+    """Adam's first step moves every stored number by exactly lr (times the sign of its
+    gradient), so with unit 0.1 every value the module computes with moves by lr / 10."""
+    torch.manual_seed(0)
+    module, call = _unit_scaled_modules()[kind]
+    module = module.to(device, dtype)
+    x = torch.randn(5, 3, device=device, dtype=dtype)
+    before = call(module, x).detach().clone()  # the constant's output is a view
+    values = [p.detach().clone() for p in module._unit_parameters()]
+    module.set_unit(0.1)
+    assert float(module.unit) == pytest.approx(0.1) and module.unit.dtype == dtype
+    torch.testing.assert_close(call(module, x), before)
+    for value, stored in zip(values, module._unit_parameters(), strict=True):
+        torch.testing.assert_close(stored * 0.1, value)
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+    call(module, x).pow(2).sum().backward()
+    optimizer.step()
+    for value, stored in zip(values, module._unit_parameters(), strict=True):
+        moved = (stored.detach() * 0.1 - value).abs()
+        moved = moved[stored.grad.abs() > 1e-6]  # Adam's eps is 1e-8
+        torch.testing.assert_close(moved, torch.full_like(moved, 1e-3), rtol=1e-3, atol=0)
+    restored, _ = _unit_scaled_modules()[kind]
+    restored = restored.to(device, dtype)
+    restored.load_state_dict(module.state_dict())
+    assert float(restored.unit) == pytest.approx(0.1)
+    torch.testing.assert_close(call(restored, x), call(module, x))
+    with pytest.raises(ValueError, match="unit must be a positive number"):
+        module.set_unit(0.0)
