@@ -50,6 +50,7 @@ from flowguide.flows import (
     neural_spline_flow,
     planar_flow,
 )
+from flowguide.nn import UnitScaled
 from flowguide.transforms import ComposeFlowTransform
 
 __all__ = ["AutoFlow", "AutoPlanarFlow", "AutoIAF", "AutoNeuralSpline", "AutoAffineCoupling"]
@@ -338,6 +339,13 @@ class AutoFlow(AutoContinuous):
     #: Largest latent dimension at which ``warm_start="auto"`` tries the Laplace start
     #: (its Hessian takes one backward pass of the model per dimension).
     auto_laplace_max_dim: int = 200
+    #: Unit in which the flow layers before the affine head store their parameters
+    #: (:class:`~flowguide.nn.UnitScaled`; the maps are unchanged). Adam moves each stored
+    #: number by about its learning rate per step, so the layers move ``core_unit`` times
+    #: as fast as the head, as if their rate alone were that much lower. Chosen per class
+    #: by measurement (``docs/autoguides.md``, "Large constant learning rates"); 1 for a
+    #: flow of unknown layers.
+    core_unit: float = 1.0
     #: Whether ``stl=None`` turns sticking the landing on after a successful Laplace warm start.
     stl_when_warm: bool = False
     #: Training recipe, chosen by measurement (``benchmarks/README.md``): the learning rate
@@ -528,6 +536,9 @@ class AutoFlow(AutoContinuous):
                 f"flow({self.latent_dim}) must return an unconditional Flow of dim {self.latent_dim}, "
                 f"got {core!r:.80}"
             )
+        for module in core.modules():
+            if isinstance(module, UnitScaled):
+                module.set_unit(self.core_unit)
         head = [TriangularLinear(self.latent_dim)] if self.affine == "full" else []
         flow = Flow([*core.layers, *head, ElementwiseAffine(self.latent_dim)])
         self.flow = flow.to(device=loc.device, dtype=loc.dtype)
@@ -944,6 +955,9 @@ class AutoIAF(AutoFlow):
     # The inverse takes D sequential MADE passes per layer: about 2.5x the plain step at
     # D = 10 but tens of times at D = 200 (benchmarks/README.md), so only small D get it.
     stl_max_dim = 32
+    # core_unit stays 1 (docs/autoguides.md): at Adam 0.1 with one particle, unit 1 breaks
+    # the fit in 1-2 of 6 seeds and 0.3 in none, but at 1e-2 unit 0.3 took the conjugate
+    # regression over 0.02 nats (0.0054 -> 0.0212 on seed 2), and 0.1 slowed the funnel.
 
     def __init__(
         self,
@@ -1009,6 +1023,9 @@ class AutoNeuralSpline(AutoFlow):
     # at the Laplace fit it is stable.
     stl_max_dim = 0
     stl_when_warm = True
+    # Measured at Adam 0.1, one particle (docs/autoguides.md): at unit 1 the conditioners'
+    # full-rate first steps bent the splines until the fit broke (4 of 4 seeds); at 0.1 none.
+    core_unit = 0.1
 
     def __init__(
         self,
