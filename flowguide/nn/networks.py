@@ -217,8 +217,7 @@ class LinearStack(UnitScaled, nn.Module):
             self.register_buffer(f"mask{k}", mask.to(flat[0].dtype))
 
     def _unit_parameters(self) -> Iterator[nn.Parameter]:
-        packed = not isinstance(self.weights, nn.ParameterList)
-        return iter([self.weights]) if packed else self.weights.parameters()
+        return self.parameters()  # the weights, packed or not: the activations have none
 
     def layer(self, k: int) -> tuple[Tensor, Tensor]:
         """Views ``(weight, bias)`` of layer ``k`` (negative counts from the end) into
