@@ -14,7 +14,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from flowguide.nn import MADE, MLP, UnitScaled, check_dim
+from flowguide.nn import MADE, MLP, check_dim
+from flowguide.nn.networks import _Constant
 from flowguide.transforms import (
     AffineTransform,
     AutoregressiveTransform,
@@ -132,11 +133,12 @@ class ElementwiseAffine(FlowLayer):
         return AffineTransform(self.location, self.log_scale, event_dim=1)
 
 
-class Planar(UnitScaled, FlowLayer):
+class Planar(FlowLayer):
     r"""Planar layer :math:`f(x) = x + \hat u \tanh(w^\top x + b)`.
 
-    Unconditional: :math:`u, w, b` are parameters (stored in units of :attr:`unit`, see
-    :class:`~flowguide.nn.UnitScaled`). Conditional (amortized, as in the
+    Unconditional: :math:`u, w, b` are one learned vector ``raw``, a
+    :class:`~flowguide.nn.UnitScaled` module (``raw.set_unit`` chooses the unit they are
+    stored in). Conditional (amortized, as in the
     VAE of Rezende & Mohamed): an MLP maps the context to :math:`(u, w, b)` per data
     point; its output bias starts at the unconditional initialization.
 
@@ -155,17 +157,18 @@ class Planar(UnitScaled, FlowLayer):
 
     def __init__(self, dim: int, context_dim: int | None = None, hidden_dims: Sequence[int] = (64,)) -> None:
         super().__init__(dim, context_dim)
-        self._init_unit()
         init = _identity_planar_init(dim)
         if self.context_dim is None:
-            self.params = nn.Parameter(init)
+            self.raw = _Constant(2 * dim + 1)
+            with torch.no_grad():
+                self.raw.bias.copy_(init)
         else:
             self.hyper = MLP(self.context_dim, 1, 2 * dim + 1, hidden_dims)
             with torch.no_grad():
                 self.hyper.output_bias().copy_(init)
 
     def build(self, context: Tensor | None) -> FlowTransform:
-        raw = self._scaled(self.params) if context is None else self.hyper(context).squeeze(-2)
+        raw = self.raw.value if context is None else self.hyper(context).squeeze(-2)
         u, w, b = raw.split([self.dim, self.dim, 1], -1)
         return PlanarTransform(u, w, b.squeeze(-1))
 

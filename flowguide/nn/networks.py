@@ -137,9 +137,14 @@ class _Constant(UnitScaled, nn.Module):
         self.bias = nn.Parameter(torch.zeros(size))
         self._init_unit()
 
+    @property
+    def value(self) -> Tensor:
+        """The vector, in the unit's scale."""
+        return self._scaled(self.bias)
+
     def forward(self, x: Tensor) -> Tensor:
-        bias = self._scaled(self.bias)
-        return bias.expand(*x.shape[:-1], bias.shape[-1])
+        value = self.value
+        return value.expand(*x.shape[:-1], value.shape[-1])
 
 
 class MaskedLinear(nn.Linear):

@@ -130,18 +130,22 @@ def test_linear_stack_masks_weights_and_checks_mask_shapes():
 
 
 def _unit_scaled_modules():
+    """Each case: the module called, its unit-scaled part, and how to call it."""
     from flowguide.flows.layers import Planar
     from flowguide.nn.networks import _Constant
 
     constant = _Constant(3)
     torch.nn.init.normal_(constant.bias)
-    return {
-        "packed": (LinearStack([3, 8, 2]), lambda m, x: m(x)),
-        "unpacked": (LinearStack([3, 8, 2], pack=False), lambda m, x: m(x)),
-        "masked": (MADE(3, num_params=2, hidden_dims=[8], init_scale=1.0).net, lambda m, x: m(x)),
-        "constant": (constant, lambda m, x: m(x)),
-        "planar": (Planar(3), lambda m, x: m()(x)),
+    planar = Planar(3)
+    cases = {
+        "packed": LinearStack([3, 8, 2]),
+        "unpacked": LinearStack([3, 8, 2], pack=False),
+        "masked": MADE(3, num_params=2, hidden_dims=[8], init_scale=1.0).net,
+        "constant": constant,
     }
+    cases = {kind: (module, module, lambda m, x: m(x)) for kind, module in cases.items()}
+    cases["planar"] = (planar, planar.raw, lambda m, x: m()(x))
+    return cases
 
 
 @pytest.mark.parametrize("kind", ["packed", "unpacked", "masked", "constant", "planar"])
@@ -149,27 +153,36 @@ def test_a_unit_keeps_the_map_and_scales_adams_steps(kind, device, dtype):
     """Adam's first step moves every stored number by exactly lr (times the sign of its
     gradient), so with unit 0.1 every value the module computes with moves by lr / 10."""
     torch.manual_seed(0)
-    module, call = _unit_scaled_modules()[kind]
+    module, scaled, call = _unit_scaled_modules()[kind]
     module = module.to(device, dtype)
     x = torch.randn(5, 3, device=device, dtype=dtype)
     before = call(module, x).detach().clone()  # the constant's output is a view
-    values = [p.detach().clone() for p in module._unit_parameters()]
-    module.set_unit(0.1)
-    assert float(module.unit) == pytest.approx(0.1) and module.unit.dtype == dtype
+    values = [p.detach().clone() for p in scaled._unit_parameters()]
+    scaled.set_unit(0.1)
+    assert float(scaled.unit) == pytest.approx(0.1) and scaled.unit.dtype == dtype
     torch.testing.assert_close(call(module, x), before)
-    for value, stored in zip(values, module._unit_parameters(), strict=True):
+    for value, stored in zip(values, scaled._unit_parameters(), strict=True):
         torch.testing.assert_close(stored * 0.1, value)
     optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
     call(module, x).pow(2).sum().backward()
     optimizer.step()
-    for value, stored in zip(values, module._unit_parameters(), strict=True):
+    for value, stored in zip(values, scaled._unit_parameters(), strict=True):
         moved = (stored.detach() * 0.1 - value).abs()
         moved = moved[stored.grad.abs() > 1e-6]  # Adam's eps is 1e-8
         torch.testing.assert_close(moved, torch.full_like(moved, 1e-3), rtol=1e-3, atol=0)
-    restored, _ = _unit_scaled_modules()[kind]
+    restored, restored_scaled, _ = _unit_scaled_modules()[kind]
     restored = restored.to(device, dtype)
     restored.load_state_dict(module.state_dict())
-    assert float(restored.unit) == pytest.approx(0.1)
+    assert float(restored_scaled.unit) == pytest.approx(0.1)
     torch.testing.assert_close(call(restored, x), call(module, x))
     with pytest.raises(ValueError, match="unit must be a positive number"):
-        module.set_unit(0.0)
+        scaled.set_unit(0.0)
+
+
+def test_a_planar_layers_unit_is_where_its_parameters_are():
+    """Unconditional, the unit scales (u, w, b); conditional, those come out of the context
+    network, which has its own unit, and the layer holds no other."""
+    from flowguide.flows.layers import Planar
+
+    assert [name for name, _ in Planar(3).named_buffers()] == ["raw.unit"]
+    assert [name for name, _ in Planar(3, context_dim=2).named_buffers()] == ["hyper.net.unit"]
