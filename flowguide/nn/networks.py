@@ -139,7 +139,7 @@ class _Constant(UnitScaled, nn.Module):
 
     @property
     def value(self) -> Tensor:
-        """The vector, in the unit's scale."""
+        """The learned vector: the stored numbers times the unit."""
         return self._scaled(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
