@@ -956,8 +956,9 @@ class AutoIAF(AutoFlow):
     # D = 10 but tens of times at D = 200 (benchmarks/README.md), so only small D get it.
     stl_max_dim = 32
     # core_unit stays 1 (docs/autoguides.md): at Adam 0.1 with one particle, unit 1 breaks
-    # the fit in 1-2 of 6 seeds and 0.3 in none, but at 1e-2 unit 0.3 took the conjugate
-    # regression over 0.02 nats (0.0054 -> 0.0212 on seed 2), and 0.1 slowed the funnel.
+    # the fit in 1-2 of 6 seeds and 0.5 or 0.3 in none, but at 1e-2 unit 0.5 left the
+    # funnel under 0.5 nats on 4 of 6 seeds (unit 1: 5), 0.3 took the conjugate regression
+    # over 0.02 nats (0.0054 -> 0.0212 on seed 2), and 0.1 slowed the funnel.
 
     def __init__(
         self,
