@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
+from flowguide.flows.layers import Planar
 from flowguide.nn import MADE, MLP, PACK_LIMIT, LinearStack
+from flowguide.nn.networks import _Constant
 
 
 @pytest.mark.parametrize("order", [None, [2, 0, 4, 1, 3]], ids=["natural", "shuffled"])
@@ -131,9 +133,6 @@ def test_linear_stack_masks_weights_and_checks_mask_shapes():
 
 def _unit_scaled_modules():
     """Each case: the module called, its unit-scaled part, and how to call it."""
-    from flowguide.flows.layers import Planar
-    from flowguide.nn.networks import _Constant
-
     constant = _Constant(3)
     torch.nn.init.normal_(constant.bias)
     planar = Planar(3)
@@ -182,7 +181,5 @@ def test_a_unit_keeps_the_map_and_scales_adams_steps(kind, device, dtype):
 def test_a_planar_layers_unit_is_where_its_parameters_are():
     """Unconditional, the unit scales (u, w, b); conditional, those come out of the context
     network, which has its own unit, and the layer holds no other."""
-    from flowguide.flows.layers import Planar
-
     assert [name for name, _ in Planar(3).named_buffers()] == ["raw.unit"]
     assert [name for name, _ in Planar(3, context_dim=2).named_buffers()] == ["hyper.net.unit"]
