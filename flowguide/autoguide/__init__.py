@@ -1,5 +1,15 @@
-"""Flow autoguides for Pyro's SVI."""
+"""Flow autoguides for Pyro's SVI: the guide, its site plan, Laplace start, head and recipe."""
 
-from flowguide.autoguide.guides import AutoAffineCoupling, AutoFlow, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
+from flowguide.autoguide.families import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
+from flowguide.autoguide.guides import AutoFlow
+from flowguide.autoguide.recipe import Recipe, RecipeGuide
 
-__all__ = ["AutoAffineCoupling", "AutoFlow", "AutoIAF", "AutoNeuralSpline", "AutoPlanarFlow"]
+__all__ = [
+    "AutoAffineCoupling",
+    "AutoFlow",
+    "AutoIAF",
+    "AutoNeuralSpline",
+    "AutoPlanarFlow",
+    "Recipe",
+    "RecipeGuide",
+]

@@ -33,53 +33,9 @@ from pyro.nn import PyroModule, PyroParam
 from pyro.ops.tensor_utils import periodic_repeat
 from torch import Tensor
 
-__all__ = ["LocalNormal", "full_shape", "is_local", "subsampled_plates"]
+from flowguide.autoguide.sites import subsampled_plates
 
-
-def subsampled_plates(site: dict) -> list:
-    """The frames of a traced site's plates that are subsampled (size below full size).
-
-    Example:
-        >>> import pyro, pyro.distributions as dist
-        >>> def model():
-        ...     with pyro.plate("data", 100, subsample_size=10), pyro.plate("k", 3, dim=-2):
-        ...         pyro.sample("z", dist.Normal(0.0, 1.0))
-        >>> [frame.name for frame in subsampled_plates(pyro.poutine.trace(model).get_trace().nodes["z"])]
-        ['data']
-    """
-    return [f for f in site["cond_indep_stack"] if f.full_size is not None and f.full_size != f.size]
-
-
-def is_local(site: dict) -> bool:
-    """Whether a traced sample site lies inside a subsampled plate.
-
-    Example:
-        >>> import pyro, pyro.distributions as dist
-        >>> def model():
-        ...     with pyro.plate("data", 100, subsample_size=10):
-        ...         pyro.sample("z", dist.Normal(0.0, 1.0))
-        >>> is_local(pyro.poutine.trace(model).get_trace().nodes["z"])
-        True
-    """
-    return bool(subsampled_plates(site))
-
-
-def full_shape(site: dict) -> torch.Size:
-    """A traced site's value shape with each subsampled plate's dimension at its full size.
-
-    Example:
-        >>> import pyro, pyro.distributions as dist, torch
-        >>> def model():
-        ...     with pyro.plate("data", 100, subsample_size=10):
-        ...         pyro.sample("p", dist.Dirichlet(torch.ones(3)))
-        >>> site = pyro.poutine.trace(model).get_trace().nodes["p"]
-        >>> tuple(site["value"].shape), tuple(full_shape(site))
-        ((10, 3), (100, 3))
-    """
-    shape = list(site["value"].shape)
-    for frame in subsampled_plates(site):
-        shape[len(shape) + frame.dim - site["fn"].event_dim] = frame.full_size
-    return torch.Size(shape)
+__all__ = ["LocalNormal"]
 
 
 class _PathNormal(dist.Normal):

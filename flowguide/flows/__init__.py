@@ -1,6 +1,13 @@
 """Flow modules: layers that own parameters, the :class:`Flow` stack and builders."""
 
-from flowguide.flows.builders import MIXINGS, affine_coupling_flow, iaf, neural_spline_flow, planar_flow
+from flowguide.flows.builders import (
+    Mixing,
+    Structure,
+    affine_coupling_flow,
+    iaf,
+    neural_spline_flow,
+    planar_flow,
+)
 from flowguide.flows.distribution import FlowDistribution
 from flowguide.flows.flow import Flow
 from flowguide.flows.layers import (
@@ -16,7 +23,6 @@ from flowguide.flows.layers import (
 )
 
 __all__ = [
-    "MIXINGS",
     "Autoregressive",
     "Coupling",
     "ElementwiseAffine",
@@ -24,8 +30,10 @@ __all__ = [
     "FlowDistribution",
     "FlowLayer",
     "LULinear",
+    "Mixing",
     "Permutation",
     "Planar",
+    "Structure",
     "TriangularLinear",
     "affine_coupling_flow",
     "check_context",

@@ -10,6 +10,7 @@ parameters) or ``"none"``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 from flowguide.flows.flow import Flow
 from flowguide.flows.layers import (
@@ -23,14 +24,15 @@ from flowguide.flows.layers import (
 from flowguide.nn import check_dim, check_hidden_dims
 from flowguide.transforms import AffineSpec, MapSpec, SplineSpec
 
-__all__ = ["planar_flow", "iaf", "neural_spline_flow", "affine_coupling_flow", "MIXINGS"]
+__all__ = ["Mixing", "Structure", "affine_coupling_flow", "iaf", "neural_spline_flow", "planar_flow"]
 
 #: Layers the builders can put between flow layers.
-MIXINGS = ("reverse", "random", "lu", "none")
-STRUCTURES = ("coupling", "autoregressive")
+Mixing = Literal["reverse", "random", "lu", "none"]
+#: How a spline flow conditions its maps: on half the coordinates, or autoregressively.
+Structure = Literal["coupling", "autoregressive"]
 
 
-def _mixing(kind: str, dim: int, index: int, seed: int) -> FlowLayer | None:
+def _mixing(kind: Mixing, dim: int, index: int, seed: int) -> FlowLayer | None:
     if kind == "reverse":
         return Permutation.reverse(dim)
     if kind == "random":
@@ -44,13 +46,13 @@ def _stack(
     dim: int,
     num_flows: int,
     make: Callable[[], FlowLayer],
-    mixing: str,
+    mixing: Mixing,
     seed: int = 0,
 ) -> Flow:
     check_dim("dim", dim)
     check_dim("num_flows", num_flows)
-    if mixing not in MIXINGS:
-        raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
+    if mixing not in get_args(Mixing):
+        raise ValueError(f"mixing must be one of {get_args(Mixing)}, got {mixing!r}")
     layers: list[FlowLayer] = []
     for index in range(num_flows):
         if index > 0 and (mix := _mixing(mixing, dim, index, seed)) is not None:
@@ -90,7 +92,7 @@ def iaf(
     num_flows: int = 4,
     hidden_dims: Sequence[int] = (64, 64),
     context_dim: int | None = None,
-    mixing: str = "reverse",
+    mixing: Mixing = "reverse",
     log_scale_bound: float = 3.0,
 ) -> Flow:
     r"""Inverse autoregressive flow (Kingma et al., 2016) with soft-clamped scales.
@@ -102,7 +104,7 @@ def iaf(
         num_flows: Number of flow layers :math:`K \ge 1` (mixing layers not counted).
         hidden_dims: Hidden widths of each layer's conditioner network.
         context_dim: Size of the context vector for a conditional flow, or ``None``.
-        mixing: Layer between flows: one of ``MIXINGS``.
+        mixing: Layer between flows: ``"reverse"``, ``"random"``, ``"lu"`` or ``"none"``.
         log_scale_bound: Bound :math:`b` of the soft-clamped log-scale.
 
     Example:
@@ -120,10 +122,10 @@ def neural_spline_flow(
     num_flows: int = 4,
     hidden_dims: Sequence[int] = (64, 64),
     context_dim: int | None = None,
-    structure: str = "coupling",
+    structure: Structure = "coupling",
     bins: int = 8,
     bound: float = 5.0,
-    mixing: str = "reverse",
+    mixing: Mixing = "reverse",
     min_bin: float = 1e-3,
     min_derivative: float = 1e-3,
 ) -> Flow:
@@ -138,7 +140,7 @@ def neural_spline_flow(
             (sampling one pass, scoring :math:`D` passes).
         bins: Spline bins per coordinate.
         bound: The spline acts on :math:`[-B, B]`; outside it is the identity.
-        mixing: Layer between flows: one of ``MIXINGS``.
+        mixing: Layer between flows: ``"reverse"``, ``"random"``, ``"lu"`` or ``"none"``.
         min_bin: Smallest bin width and height, as a fraction of :math:`2B`.
         min_derivative: Smallest knot derivative. With ``min_bin`` it bounds the
             spline's slopes away from 0 and infinity.
@@ -149,8 +151,8 @@ def neural_spline_flow(
         >>> flow().log_prob(torch.zeros(2)).shape
         torch.Size([])
     """
-    if structure not in STRUCTURES:
-        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+    if structure not in get_args(Structure):
+        raise ValueError(f"structure must be one of {get_args(Structure)}, got {structure!r}")
     spec = SplineSpec(bins=bins, bound=bound, min_bin=min_bin, min_derivative=min_derivative)
     layer = Coupling if structure == "coupling" else Autoregressive
     return _stack(dim, num_flows, lambda: layer(dim, spec, hidden_dims, context_dim), mixing)
@@ -161,7 +163,7 @@ def affine_coupling_flow(
     num_flows: int = 4,
     hidden_dims: Sequence[int] = (64, 64),
     context_dim: int | None = None,
-    mixing: str = "reverse",
+    mixing: Mixing = "reverse",
     log_scale_bound: float = 3.0,
 ) -> Flow:
     r"""RealNVP affine coupling flow (Dinh et al., 2017) with soft-clamped scales.
@@ -173,7 +175,7 @@ def affine_coupling_flow(
         num_flows: Number of flow layers :math:`K \ge 1` (mixing layers not counted).
         hidden_dims: Hidden widths of each layer's conditioner network.
         context_dim: Size of the context vector for a conditional flow, or ``None``.
-        mixing: Layer between flows: one of ``MIXINGS``.
+        mixing: Layer between flows: ``"reverse"``, ``"random"``, ``"lu"`` or ``"none"``.
         log_scale_bound: Bound :math:`b` of the soft-clamped log-scale.
 
     Example:

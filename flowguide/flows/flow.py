@@ -88,7 +88,7 @@ class Flow(nn.Module):
     def _detached_log_prob(self, context: Tensor | None, value: Tensor) -> Tensor:
         r""":math:`\log q(z)` by the inverse, with gradients to ``value`` only."""
 
-        with _detached_parameters(self):
+        with detached_parameters(self):
             u, ladj = self.transform(context).inv_and_ladj(value)
             return self.base().log_prob(u) + ladj
 
@@ -97,17 +97,22 @@ class Flow(nn.Module):
 
 
 @contextlib.contextmanager
-def _detached_parameters(module: nn.Module) -> Iterator[None]:
-    """Within the block, every parameter of ``module`` reads as its detached value.
+def detached_parameters(module: nn.Module | None) -> Iterator[list[Tensor]]:
+    """Within the block, every parameter of ``module`` reads as its detached value; yields
+    the detached tensors.
 
     ``torch.func.functional_call`` does the same but refuses to run under
     ``torch.jit.trace`` (``JitTrace_ELBO``); this swap is traced as plain ``detach`` ops.
     """
-    saved = [(m, name, p) for m in module.modules() for name, p in m._parameters.items() if p is not None]
+    saved = (
+        []
+        if module is None
+        else [(m, name, p) for m in module.modules() for name, p in m._parameters.items() if p is not None]
+    )
     try:
         for m, name, p in saved:
             m._parameters[name] = p.detach()
-        yield
+        yield [m._parameters[name] for m, name, _ in saved]
     finally:
         for m, name, p in saved:
             m._parameters[name] = p

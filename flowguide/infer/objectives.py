@@ -50,6 +50,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from torch import Tensor, nn
 
+from flowguide.flows.flow import detached_parameters
+
 __all__ = ["TraceSTL_ELBO", "DReG_ELBO", "detached_guide_log_probs"]
 
 
@@ -78,27 +80,15 @@ class _DetachParams(Messenger):
 @contextmanager
 def _detached_parameters(module: nn.Module | None) -> Iterator[None]:
     """Within the block, every parameter of ``module`` (and every ``pyro.param``) reads detached."""
-    swapped = []
-    try:
-        if module is not None:
-            for owner in module.modules():
-                for name, param in list(owner._parameters.items()):
-                    if param is not None:
-                        swapped.append((owner, name, param))
-                        owner._parameters[name] = param.detach()
-        with (
-            warnings.catch_warnings(),
-            _DetachParams({id(owner._parameters[name]) for owner, name, _ in swapped}),
-        ):
-            # pyro.module skips (with a warning each) the parameters that read detached here:
-            # they are registered already, and the swap is undone on the way out.
-            warnings.filterwarnings(
-                "ignore", message=".*not registered in the param store because requires_grad"
-            )
-            yield
-    finally:
-        for owner, name, param in swapped:
-            owner._parameters[name] = param
+    with (
+        detached_parameters(module) as detached,
+        warnings.catch_warnings(),
+        _DetachParams(set(map(id, detached))),
+    ):
+        # pyro.module skips (with a warning each) the parameters that read detached here:
+        # they are registered already, and the swap is undone on the way out.
+        warnings.filterwarnings("ignore", message=".*not registered in the param store because requires_grad")
+        yield
 
 
 def _is_reparameterized(site: dict) -> bool:

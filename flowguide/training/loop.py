@@ -12,6 +12,7 @@ run continues bit for bit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import threading
@@ -27,6 +28,7 @@ from pyro.infer import Trace_ELBO
 from pyro.util import get_rng_state, set_rng_state
 from torch import Tensor
 
+from flowguide.autoguide.recipe import Recipe, RecipeGuide, RecipeSchedule
 from flowguide.training import distributed
 from flowguide.training.checkpoint import load_checkpoint, save_checkpoint
 from flowguide.training.device import resolve_device, to_device
@@ -100,23 +102,22 @@ class Trainer:
         model: A Pyro model.
         guide: A Pyro guide for it.
         optimizer: ``params -> torch.optim.Optimizer``; default Adam with lr 1e-2.
-            ``params`` is a list of tensors, or, for a flow autoguide with per-datum
-            factors of local sites, two parameter groups (the second marked
-            ``"local"``); torch optimizers take either.
-        loss: A Pyro ELBO (anything with ``differentiable_loss``). Default: the guide's
-            ``recommended_elbo()`` where it has one (flow autoguides: 8 vectorized
+            ``params`` is a list of tensors, or, where the guide has parameters that keep
+            the full rate (a flow autoguide's per-datum factors), two parameter groups;
+            torch optimizers take either.
+        loss: A Pyro ELBO (anything with ``differentiable_loss``). Default: the recipe's
+            ELBO (:meth:`~flowguide.autoguide.Recipe.elbo`; flow autoguides: 8 vectorized
             particles), else ``Trace_ELBO()``.
-        scheduler: ``optimizer -> lr scheduler``, stepped after every applied update.
-            ``"auto"`` (default) applies the guide's measured schedule where it has one:
-            the rate decays geometrically to ``guide.lr_decay`` of its initial value over
-            the steps of the run (:attr:`planned_steps`, set by :meth:`fit` and
-            :meth:`fit_loader`), then stays there. The per-datum factors of a flow
-            autoguide's local sites (``guide.local_guide``) keep the full rate: each
-            moves only when its datum is in the minibatch, and under the decay they
-            stalled far from the posterior. ``None`` keeps the rate constant.
-        grad_clamp: Clamp every gradient entry to ``[-c, c]`` before the update (what
-            Pyro's ``ClippedAdam`` does). ``"auto"`` (default) takes the guide's
-            ``recommended_grad_clamp`` where it has one; ``None`` leaves gradients alone.
+        recipe: The training recipe (:class:`~flowguide.autoguide.Recipe`). ``"auto"``
+            (default) takes the guide's where it carries one
+            (:class:`~flowguide.autoguide.RecipeGuide`, every flow autoguide), else none;
+            ``None`` trains without one.
+        scheduler: ``"auto"`` (default): the recipe's rate decay over the steps of the
+            run (:attr:`planned_steps`, set by :meth:`fit` and :meth:`fit_loader`), with
+            the guide's full-rate parameters left at the full rate; ``None``: a constant
+            rate; or ``optimizer -> lr scheduler``, stepped after every applied update.
+        grad_clamp: Clamp every gradient entry to ``[-c, c]`` before the update.
+            ``"auto"`` (default) takes the recipe's; ``None`` leaves gradients alone.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         guard: NaN guard settings; ``None`` turns the guard off.
         checkpoint: Path of the checkpoint file (written atomically by rank 0).
@@ -136,6 +137,7 @@ class Trainer:
         *,
         optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer] | None = None,
         loss: Any = None,
+        recipe: Recipe | str | None = "auto",
         scheduler: Callable[[torch.optim.Optimizer], Any] | str | None = "auto",
         grad_clamp: float | str | None = "auto",
         device: str | torch.device = "auto",
@@ -151,19 +153,17 @@ class Trainer:
         self.model, self.guide = model, guide
         self.device = resolve_device(device)
         self.make_optimizer = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-2, foreach=True))
-        if isinstance(scheduler, str) and scheduler != "auto":
-            raise ValueError(f"scheduler must be a callable, 'auto' or None, got {scheduler!r}")
-        self.make_scheduler = self._guide_schedule if scheduler == "auto" else scheduler
-        if grad_clamp == "auto":
-            grad_clamp = getattr(guide, "recommended_grad_clamp", None)
-        if grad_clamp is not None and not (isinstance(grad_clamp, (int, float)) and grad_clamp > 0):
-            raise ValueError(f"grad_clamp must be a positive number, 'auto' or None, got {grad_clamp!r}")
-        self.grad_clamp = None if grad_clamp is None else float(grad_clamp)
-        #: Steps the run is planned to take (the horizon of the ``"auto"`` schedule).
-        self.planned_steps: int | None = None
-        self._recipe_loss = loss is None and callable(getattr(guide, "recommended_elbo", None))
+        #: The training recipe in use (``None`` without one).
+        self.recipe = _resolve_recipe(guide, recipe)
+        self._scheduled = _scheduled_recipe(self.recipe, scheduler, grad_clamp)
+        #: The gradient clamp in use (``None``: none).
+        self.grad_clamp = None if self._scheduled is None else self._scheduled.grad_clamp
+        self.make_scheduler = scheduler if callable(scheduler) else None
+        self._planned_steps: int | None = None
+        self.recipe_schedule: RecipeSchedule | None = None
+        self._recipe_loss = loss is None and self.recipe is not None
         if self._recipe_loss:
-            self.elbo = guide.recommended_elbo()
+            self.elbo = self.recipe.elbo()
         else:
             self.elbo = loss if loss is not None else Trace_ELBO()
         self._compile = compile
@@ -205,9 +205,26 @@ class Trainer:
         if not self.params:
             raise ValueError("the model and guide have no parameters to train")
         distributed.broadcast_from_main(list(self.params.values()))  # one model on every process
-        self.optimizer = self.make_optimizer(self._param_groups())
+        groups = self._param_groups()
+        self.optimizer = self.make_optimizer(groups)
+        if self._scheduled is not None:
+            full_rate = [1] if isinstance(groups[0], dict) else []
+            self.recipe_schedule = RecipeSchedule(
+                self.optimizer, self._scheduled, self.planned_steps, full_rate
+            )
         self.scheduler = self.make_scheduler(self.optimizer) if self.make_scheduler else None
         return self
+
+    @property
+    def planned_steps(self) -> int | None:
+        """Steps the run is planned to take: the horizon of the recipe's rate decay."""
+        return self._planned_steps
+
+    @planned_steps.setter
+    def planned_steps(self, steps: int | None) -> None:
+        self._planned_steps = steps
+        if self.recipe_schedule is not None:
+            self.recipe_schedule.horizon = steps
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs: parameters, optimizer and scheduler state, RNG
@@ -268,9 +285,8 @@ class Trainer:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params.values()]
         distributed.all_reduce_mean([loss, *grads])
         ok = all_finite([loss, *grads])
-        if ok and self.grad_clamp is not None:
-            for grad in grads:
-                grad.clamp_(-self.grad_clamp, self.grad_clamp)
+        if ok and self.recipe_schedule is not None:
+            self.recipe_schedule.clamp()
         if ok:
             ok = self._apply()
         return float(loss), ok
@@ -286,6 +302,8 @@ class Trainer:
             return False
         if self.scheduler:
             self.scheduler.step()
+        if self.recipe_schedule is not None:
+            self.recipe_schedule.advance()
         if self._advances:  # a scheduled objective (AnnealedELBO) moves on with the updates
             self.elbo.advance()
         return True
@@ -312,7 +330,7 @@ class Trainer:
         """The guide's recommended ELBO failed on its vectorized particles: models written
         for one draw (a matrix product over a latent, say) do not broadcast over a particle
         dimension. Keep the particles, drawn one after another, and say so."""
-        self.elbo = self.guide.recommended_elbo(vectorize_particles=False)
+        self.elbo = self.recipe.elbo(vectorize_particles=False)
         self.loss_fn = _maybe_compiled(self.elbo.differentiable_loss, self._compile)
         first = (str(error).strip().splitlines() or [""])[0][:200]
         warnings.warn(
@@ -324,33 +342,19 @@ class Trainer:
         return self._param_trace(args, kwargs)
 
     def _param_groups(self) -> list[Tensor] | list[dict[str, Any]]:
-        """The parameters for the optimizer: a flat list, or, where the guide has per-datum
-        factors of local sites (a flow autoguide's ``local_guide``), two groups with those
-        factors second and marked ``"local"``: each is updated only when its datum is in the
-        minibatch, so the guide's schedule leaves them at the full rate."""
+        """The parameters for the optimizer: a flat list, or, where the guide has
+        parameters that keep the full rate (:class:`~flowguide.autoguide.RecipeGuide`),
+        two groups with those second: a flow autoguide's per-datum factors are updated
+        only when their datum is in the minibatch, so the recipe's decay leaves them alone."""
         params = list(self.params.values())
-        local = getattr(self.guide, "local_guide", None)
-        local_ids = {id(p) for p in local.parameters()} if isinstance(local, torch.nn.Module) else set()
-        if not any(id(p) in local_ids for p in params):
+        full = self.guide.full_rate_parameters() if isinstance(self.guide, RecipeGuide) else []
+        full_ids = {id(p) for p in full}
+        if not any(id(p) in full_ids for p in params):
             return params
         return [
-            {"params": [p for p in params if id(p) not in local_ids], "local": False},
-            {"params": [p for p in params if id(p) in local_ids], "local": True},
+            {"params": [p for p in params if id(p) not in full_ids]},
+            {"params": [p for p in params if id(p) in full_ids]},
         ]
-
-    def _guide_schedule(self, optimizer: torch.optim.Optimizer) -> Any:
-        """The guide's measured learning-rate decay over :attr:`planned_steps` (or none);
-        parameter groups marked ``"local"`` keep the full rate."""
-        decay = getattr(self.guide, "lr_decay", None)
-        if decay is None:
-            return None
-
-        def factor(update: int) -> float:
-            horizon = self.planned_steps
-            return decay ** (min(update, horizon) / horizon) if horizon else 1.0
-
-        factors = [(lambda update: 1.0) if group.get("local") else factor for group in optimizer.param_groups]
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
     # ------------------------------------------------------------------------ loops
     def fit(self, *args, steps: int, **kwargs) -> History:
@@ -472,6 +476,30 @@ class _SignalCatcher:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def _resolve_recipe(guide: Callable, recipe: Recipe | str | None) -> Recipe | None:
+    """The recipe a trainer uses: the guide's for ``"auto"``, the one given, or none."""
+    if recipe == "auto":
+        return guide.recipe if isinstance(guide, RecipeGuide) else None
+    if recipe is None or isinstance(recipe, Recipe):
+        return recipe
+    raise TypeError(f"recipe must be a flowguide Recipe, 'auto' or None, got {recipe!r}")
+
+
+def _scheduled_recipe(recipe: Recipe | None, scheduler: Any, grad_clamp: Any) -> Recipe | None:
+    """The decay and clamp the trainer applies (``None`` where it applies neither): the
+    recipe's where ``scheduler`` and ``grad_clamp`` say ``"auto"``, the user's otherwise."""
+    if isinstance(scheduler, str) and scheduler != "auto":
+        raise ValueError(f"scheduler must be a callable, 'auto' or None, got {scheduler!r}")
+    if grad_clamp == "auto":
+        grad_clamp = None if recipe is None else recipe.grad_clamp
+    if grad_clamp is not None and not (isinstance(grad_clamp, (int, float)) and grad_clamp > 0):
+        raise ValueError(f"grad_clamp must be a positive number, 'auto' or None, got {grad_clamp!r}")
+    decay = recipe.lr_decay if scheduler == "auto" and recipe is not None else None
+    if decay is None and grad_clamp is None:
+        return None
+    return dataclasses.replace(recipe or Recipe(), lr_decay=decay, grad_clamp=grad_clamp)
 
 
 def _maybe_compiled(loss_fn: Callable, compile: bool) -> Callable:

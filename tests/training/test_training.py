@@ -203,13 +203,13 @@ def test_the_guides_measured_recipe_is_the_default():
     rate decays to ``lr_decay`` of the initial rate over the planned steps, then stays."""
     trainer = Trainer(regression, fresh(), device="cpu", progress=False)
     assert (trainer.elbo.num_particles, trainer.elbo.vectorize_particles) == (8, True)
-    assert trainer.grad_clamp == AutoIAF.recommended_grad_clamp == 10.0
+    assert trainer.grad_clamp == AutoIAF.recipe.grad_clamp == 10.0
     trainer.fit(X, Y, steps=30)
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * AutoIAF.lr_decay)
-    assert trainer.optimizer.param_groups[0]["lr"] < 1e-2 * AutoIAF.lr_decay ** (29 / 30)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * AutoIAF.recipe.lr_decay)
+    assert trainer.optimizer.param_groups[0]["lr"] < 1e-2 * AutoIAF.recipe.lr_decay ** (29 / 30)
     trainer.planned_steps = 20  # past the horizon the rate stays at the floor
     trainer.fit(X, Y, steps=40)
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * AutoIAF.lr_decay)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * AutoIAF.recipe.lr_decay)
 
     constant = Trainer(regression, fresh(), device="cpu", progress=False, scheduler=None)
     constant.fit(X, Y, steps=30)
