@@ -22,12 +22,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 from _results import save_rows
-from pyro.infer import SVI, Trace_ELBO
-from pyro.optim import Adam
+from pyro.infer import Trace_ELBO
 
 from flowguide import AutoIAF
 from flowguide.diagnostics import elbo as elbo_estimate
 from flowguide.infer import AnnealedELBO, linear_schedule
+from flowguide.training import fit
 
 
 def two_modes(separation: float):
@@ -54,9 +54,17 @@ def run(args: argparse.Namespace) -> list[dict]:
             base = Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=0)
             schedule = linear_schedule(args.anneal, start=args.start)
             loss = base if variant == "plain" else AnnealedELBO(schedule, base)
-            svi = SVI(model, guide, Adam({"lr": 1e-2}), loss)
-            for _ in range(args.steps):
-                svi.step()
+            adam = lambda params: torch.optim.Adam(params, lr=1e-2)  # noqa: E731
+            fit(
+                model,
+                guide,
+                steps=args.steps,
+                loss=loss,
+                optimizer=adam,
+                recipe=None,
+                device="cpu",
+                progress=False,
+            )
             z = guide.sample_posterior(args.samples)["z"]
             right = float((z[:, 0] > 0).double().mean())
             kl = -elbo_estimate(model, guide, num_samples=args.samples).value
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         args.seeds, args.steps, args.anneal, args.samples = 1, 4, 2, 100
     rows = run(args)
-    save_rows(args.out, args, rows)
+    save_rows(args.out, args, rows, benchmark="annealing")
     return rows
 
 

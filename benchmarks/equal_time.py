@@ -30,10 +30,10 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal, AutoNormalizingFlow
 from pyro.optim import Adam
 
-from flowguide.diagnostics.compare import GUIDES as OUR_GUIDES
-from flowguide.diagnostics.compare import evaluate_guide
+from flowguide.apps.bundled import bundled_model
+from flowguide.apps.compare import GUIDES as OUR_GUIDES
+from flowguide.apps.compare import evaluate_guide
 from flowguide.diagnostics.importance import max_plate_nesting
-from flowguide.models import bundled_model
 
 GUIDES: dict[str, Callable] = {
     "AutoNormal": OUR_GUIDES["AutoNormal"],
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         args.seconds, args.samples = 0.5, 50
     rows = run(args.models, args.guides, args.seconds, args.lr, args.particles, args.samples, args.seed)
-    save_rows(args.out, args, rows)
+    save_rows(args.out, args, rows, benchmark="equal_time")
     return rows
 
 

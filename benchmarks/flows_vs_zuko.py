@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         args.dims, args.batch, args.calls, args.repeats = [4], 16, 1, 1
     rows = run(args.dims, args.batch, args.calls, args.repeats, args.flows)
-    save_rows(args.out, args, rows)
+    save_rows(args.out, args, rows, benchmark="flows_vs_zuko")
     return rows
 
 

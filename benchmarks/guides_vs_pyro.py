@@ -1,22 +1,19 @@
-"""Flow autoguides against Pyro's guides: quality on exact-evidence targets, speed, size.
+"""Flow autoguides against Pyro's: seconds per SVI step and parameter counts.
 
-    python benchmarks/guides_vs_pyro.py                 # everything (about 30 min on 2 cores)
-    python benchmarks/guides_vs_pyro.py --part quality --steps 3000
-    python benchmarks/guides_vs_pyro.py --part speed --dims 10 200
-    python benchmarks/guides_vs_pyro.py --quick         # a smoke run of every part
+    python benchmarks/guides_vs_pyro.py --part speed --out benchmarks/results/guides_vs_pyro_speed.json
+    python benchmarks/guides_vs_pyro.py --part size --out benchmarks/results/guides_vs_pyro_size.json
+    python benchmarks/guides_vs_pyro.py --quick         # a smoke run of both parts
 
-Quality: KL(q||p) = log Z - ELBO, the ELBO estimated from 20,000 guide draws, for every
-guide on every target, trained with the same optimizer, steps, particles and seed.
-Speed: seconds per SVI step, ours over Pyro's counterpart at the same depth and width,
-median of repeats in one process. Size: parameter counts at D = 1000.
+Speed: seconds per SVI step, ours over Pyro's counterpart at the same depth and width, on
+Pyro's own loop and optimizer (``SVI`` with ``pyro.optim.Adam``), median of repeats
+interleaved in one process. Size: parameter counts at D = 1000. Quality against Pyro's
+guides is ``benchmarks/fit_quality.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -26,30 +23,17 @@ import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
+from _results import save_rows
 from pyro.infer import SVI, Trace_ELBO
-from pyro.infer.autoguide import AutoIAFNormal, AutoMultivariateNormal, AutoNormal, AutoNormalizingFlow
-from pyro.infer.importance import vectorized_importance_weights
+from pyro.infer.autoguide import AutoIAFNormal, AutoNormalizingFlow
 from pyro.optim import Adam
 
 from flowguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
-from flowguide.models.exact import EXACT_MODELS
 
 
 def _pyro_flow(model, depth: int, layer: Callable, **options) -> AutoNormalizingFlow:
     """Pyro's ``AutoNormalizingFlow`` with ``depth`` iterated layers of one family."""
     return AutoNormalizingFlow(model, functools.partial(T.iterated, depth, layer, **options))
-
-
-QUALITY_GUIDES: dict[str, Callable] = {
-    "AutoNormal": AutoNormal,
-    "AutoMultivariateNormal": AutoMultivariateNormal,
-    "pyro.AutoIAFNormal": AutoIAFNormal,
-    "pyro.spline_coupling": lambda m: _pyro_flow(m, 4, T.spline_coupling),
-    "AutoPlanarFlow": AutoPlanarFlow,
-    "AutoIAF": AutoIAF,
-    "AutoNeuralSpline": AutoNeuralSpline,
-    "AutoAffineCoupling": AutoAffineCoupling,
-}
 
 
 def _pairs(depth: int, hidden: int) -> dict[str, tuple[Callable, Callable]]:
@@ -87,32 +71,6 @@ def train(model, guide, args, steps: int, lr: float, particles: int, seed: int) 
     for _ in range(steps - 1):
         svi.step(*args)
     return (time.perf_counter() - start) / max(steps - 1, 1)
-
-
-def kl_estimate(model, guide, args, log_z: float, num_samples: int = 20_000) -> tuple[float, float]:
-    with torch.no_grad():
-        log_w = vectorized_importance_weights(
-            model, guide, *args, num_samples=num_samples, max_plate_nesting=1
-        )[0]
-    log_w = log_w.double()
-    return log_z - float(log_w.mean()), float(log_w.std()) / math.sqrt(num_samples)
-
-
-def quality(targets, guides, steps, lr, particles, seed) -> list[dict]:
-    rows = []
-    print(f"\nKL(q||p) in nats after {steps} steps, Adam lr {lr}, {particles} particles, seed {seed}")
-    print(f"{'target':<24}" + "".join(f"{g:>24}" for g in guides))
-    for target in targets:
-        case = EXACT_MODELS[target]()
-        cells = []
-        for name in guides:
-            guide = QUALITY_GUIDES[name](case.model)
-            seconds = train(case.model, guide, case.args, steps, lr, particles, seed)
-            kl, se = kl_estimate(case.model, guide, case.args, case.log_z)
-            rows.append({"target": target, "guide": name, "kl": kl, "se": se, "s_per_step": seconds})
-            cells.append(f"{kl:>15.4f} ± {se:.4f}")
-        print(f"{target:<24}" + "".join(f"{c:>24}" for c in cells), flush=True)
-    return rows
 
 
 def isotropic(dim: int):
@@ -170,41 +128,28 @@ def size(dim: int) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["all", "quality", "speed", "size"], default="all")
-    parser.add_argument("--targets", nargs="+", default=list(EXACT_MODELS), choices=list(EXACT_MODELS))
-    parser.add_argument("--guides", nargs="+", default=list(QUALITY_GUIDES), choices=list(QUALITY_GUIDES))
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--particles", type=int, default=8)
-    parser.add_argument("--dims", type=int, nargs="+", default=[10, 200])
+    parser.add_argument("--part", choices=["speed", "size"], default="speed")
+    parser.add_argument("--dims", type=int, nargs="+", default=[10, 200], help="speed: latent dimensions")
     parser.add_argument("--speed-steps", type=int, default=200, help="timed SVI steps per repeat")
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats (the median is reported)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the script runs")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    steps = 20 if args.quick else args.steps
-    results: dict = {"argv": argv, "torch": torch.__version__, "pyro": pyro.__version__}
-    if args.part in ("all", "quality"):
-        results["quality"] = quality(args.targets, args.guides, steps, args.lr, args.particles, args.seed)
-    if args.part in ("all", "speed"):
-        timed = (5, 1) if args.quick else (args.speed_steps, args.repeats)
-        results["speed"] = speed(args.dims, 4, 64, *timed, 1)
-    if args.part in ("all", "size"):
-        results["size"] = size(50 if args.quick else 1000)
-    if not args.quick:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"guides_vs_pyro_{args.part}.json"
-        path.write_text(json.dumps(results, indent=2))
-        print(f"\nsaved {path}")
-    return results
+    if args.quick:
+        rows = speed(args.dims, 4, 64, 5, 1, 1) + size(50)
+    elif args.part == "speed":
+        rows = speed(args.dims, 4, 64, args.speed_steps, args.repeats, 1)
+    else:
+        rows = size(1000)
+    save_rows(args.out, args, rows, benchmark=f"guides_vs_pyro_{args.part}")
+    return rows
 
 
 if __name__ == "__main__":

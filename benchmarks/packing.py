@@ -80,7 +80,7 @@ def main() -> None:
             cells = [dim, row["largest_stack"], *(f"{row[m]:.5f}" for m in MODES)]
             cells += [f"{row['separate'] / packed:.2f}", f"{row['default'] / packed:.2f}"]
             print(f"{row['flow']:<18}" + "".join(f"{c:>15}" for c in cells), flush=True)
-    save_rows(args.out, args, rows)
+    save_rows(args.out, args, rows, benchmark="packing")
 
 
 if __name__ == "__main__":

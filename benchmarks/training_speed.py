@@ -17,16 +17,17 @@ all-reduce, clamp, schedule). The digits VAE rows follow.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
+from pathlib import Path
 
 import pyro
 import torch
+from _results import save_rows
 from pyro.infer import SVI, Trace_ELBO
 
 from flowguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline
-from flowguide.models.exact import ConjugateRegression
+from flowguide.apps.exact import ConjugateRegression
 from flowguide.training import Trainer
 
 GUIDES = {"AutoIAF": AutoIAF, "AutoAffineCoupling": AutoAffineCoupling, "AutoNeuralSpline": AutoNeuralSpline}
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--particles", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
-    parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,9 +163,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
     if not torch.cuda.is_available():
         print("no CUDA device here: CPU rows only")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+    save_rows(args.out, args, rows, benchmark="training_speed")
     return rows
 
 

@@ -17,8 +17,8 @@ import pyro
 import torch
 
 from flowguide.diagnostics import psis_diagnostic, to_inference_data
-from flowguide.diagnostics.compare import GUIDES, compare_guides, markdown_table, train_guide
-from flowguide.models import BUNDLED_MODELS, bundled_model
+from flowguide.apps.compare import GUIDES, compare_guides, markdown_table, train_guide
+from flowguide.apps.bundled import BUNDLED_MODELS, bundled_model
 from flowguide.training import to_device
 
 

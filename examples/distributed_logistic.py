@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from flowguide import AutoIAF
-from flowguide.models import bundled_model
+from flowguide.apps.bundled import bundled_model
 from flowguide.training import Trainer, init_from_env, is_main, shard_loader, world_size
 
 

@@ -12,8 +12,8 @@ import argparse
 
 import torch
 
-from flowguide.demo import FLOWS, estimate_elbo, fit_to_target
-from flowguide.models import TARGETS
+from flowguide.apps.demo import FLOWS, estimate_elbo, fit_to_target
+from flowguide.apps.targets import TARGETS
 
 
 def main(argv: list[str] | None = None) -> float:

@@ -3,7 +3,14 @@
 Forward always maps base noise to the latent (the sampling direction).
 """
 
-from flowguide.autoguide import AutoAffineCoupling, AutoFlow, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
+from flowguide.autoguide import (
+    AutoAffineCoupling,
+    AutoFlow,
+    AutoIAF,
+    AutoNeuralSpline,
+    AutoPlanarFlow,
+    Recipe,
+)
 from flowguide.flows import (
     Flow,
     FlowDistribution,
@@ -23,6 +30,7 @@ __all__ = [
     "AutoPlanarFlow",
     "Flow",
     "FlowDistribution",
+    "Recipe",
     "__version__",
     "affine_coupling_flow",
     "iaf",

@@ -1,5 +1,5 @@
 """``python -m flowguide``: the command line."""
 
-from flowguide.cli import main
+from flowguide.apps.cli import main
 
 raise SystemExit(main())

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from flowguide.cli import main
-from flowguide.demo import run_demo
+from flowguide.apps.cli import main
+from flowguide.apps.demo import run_demo
 
 
 def test_demo_smoke_prints_a_table_and_saves_a_figure(tmp_path, capsys):

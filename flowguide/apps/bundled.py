@@ -39,10 +39,10 @@ from typing import Protocol
 import pyro
 import pyro.distributions as dist
 import torch
-from sklearn.datasets import load_breast_cancer, load_diabetes
 from torch import Tensor
 
-from flowguide.models.exact import BananaModel, Funnel
+from flowguide._extras import require
+from flowguide.apps.exact import BananaModel, Funnel
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -82,7 +82,7 @@ class BundledModel(Protocol):
 
 @dataclass
 class ExactModelView:
-    """A model from :mod:`flowguide.models.exact` seen through the :class:`BundledModel` interface.
+    """A model from :mod:`flowguide.apps.exact` seen through the :class:`BundledModel` interface.
 
     ``model``, ``args`` and ``log_z`` are those of ``target``; it has no observed sites.
 
@@ -203,7 +203,7 @@ class BreastCancerLogistic:
     y: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        data = load_breast_cancer()
+        data = require("sklearn.datasets", "the bundled breast cancer data").load_breast_cancer()
         x = torch.as_tensor(data.data, dtype=torch.float64)
         k = x.shape[-1] if self.num_features is None else self.num_features
         if not 1 <= k <= x.shape[-1]:
@@ -272,7 +272,7 @@ class DiabetesHierarchical:
     y: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        data = load_diabetes()
+        data = require("sklearn.datasets", "the bundled diabetes data").load_diabetes()
         raw = torch.as_tensor(data.data, dtype=torch.float64)
         age, sex = raw[:, 0].contiguous(), raw[:, 1]
         cuts = torch.quantile(age, age.new_tensor([1 / 3, 2 / 3]))

@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import torch
 
-from flowguide.demo import FLOWS, run_demo
-from flowguide.diagnostics.compare import GUIDES, REFERENCES, run_comparison
-from flowguide.models import BUNDLED_MODELS
-from flowguide.models.targets import TARGETS
+from flowguide._extras import require_extra
+from flowguide.apps.bundled import BUNDLED_MODELS
+from flowguide.apps.compare import GUIDES, Reference, Schedule, run_comparison
+from flowguide.apps.demo import FLOWS, run_demo
+from flowguide.apps.targets import TARGETS
 
 __all__ = ["main"]
 
@@ -44,18 +46,17 @@ def _add_compare(commands) -> None:
     compare.add_argument("--num-particles", type=int, default=8)
     compare.add_argument(
         "--schedule",
-        choices=["constant", "decay"],
+        choices=list(get_args(Schedule)),
         default="constant",
-        help="learning rate for every guide: constant Adam, or decayed to 1%% over the steps "
-        "with gradient entries clamped to ±10 (the flow guides' training recipe; it can stop "
-        "a cold-started guide short in a short run)",
+        help="learning rate: constant Adam for every guide, or each guide's recipe of rate decay "
+        "and gradient clamp (a flow guide's own, the default recipe for Pyro's guides)",
     )
     compare.add_argument(
         "--num-samples", type=int, default=4000, help="guide draws for the ELBO, IWAE, k-hat"
     )
     compare.add_argument(
         "--reference",
-        choices=list(REFERENCES),
+        choices=list(get_args(Reference)),
         default="auto",
         help="posterior draws to score against: NUTS, exact (models that observe nothing), auto, none",
     )
@@ -94,6 +95,10 @@ def _run_compare(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``)."""
     args = _parser().parse_args(argv)
+    try:
+        require_extra("apps" if args.command == "compare" else "plots", f"flowguide {args.command}")
+    except ImportError as error:
+        raise SystemExit(f"flowguide: error: {error}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command == "compare":

@@ -1,10 +1,9 @@
 r"""Side-by-side comparison of guides on one model: the project's main job.
 
-Every guide is trained with the same optimizer (Adam at a constant rate, or with
-``schedule="decay"`` the flow guides' recipe for all: ``ClippedAdam`` with the rate
-decayed to 1% over the steps and gradient entries clamped to ±10), steps, particles and
-seed, then scored
-from the same number of its own draws: the ELBO with its standard error, the
+Every guide is trained by :func:`flowguide.training.fit` with the same optimizer (Adam at
+a constant rate, or with ``schedule="recipe"`` each guide's own recipe: a flow guide's
+:class:`~flowguide.autoguide.Recipe`, the default recipe for Pyro's guides), steps,
+particles and seed, then scored from the same number of its own draws: the ELBO with its standard error, the
 importance-weighted bound :math:`\mathcal{L}_K` over all draws (:math:`\log p(x)` when it
 is known, so the gap :math:`\log p(x) - \mathrm{ELBO} = \mathrm{KL}(q \| p)`), Pareto
 :math:`\hat k` and the importance-sampling ESS, seconds per SVI step, parameter count,
@@ -21,23 +20,39 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
-from pyro.optim import Adam, PyroOptim
 from torch import Tensor
 
-from flowguide.autoguide import AutoAffineCoupling, AutoFlow, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
-from flowguide.autoguide.guides import _recipe_optim
-from flowguide.diagnostics.export import posterior_errors
-from flowguide.diagnostics.importance import importance_sample, log_mean_exp_estimate, max_plate_nesting
-from flowguide.diagnostics.psis import psis_diagnostic
+from flowguide._extras import require
+from flowguide.apps.bundled import bundled_model
+from flowguide.apps.plots import plot_elbo_traces, plot_pairs
+from flowguide.autoguide import (
+    AutoAffineCoupling,
+    AutoIAF,
+    AutoNeuralSpline,
+    AutoPlanarFlow,
+    Recipe,
+    RecipeGuide,
+)
+from flowguide.diagnostics import (
+    importance_sample,
+    log_mean_exp_estimate,
+    mean_estimate,
+    posterior_errors,
+    psis_diagnostic,
+)
+from flowguide.diagnostics.importance import max_plate_nesting
+from flowguide.training import fit
 
 __all__ = [
     "GUIDES",
     "GuideReport",
+    "recipe_for",
     "train_guide",
     "evaluate_guide",
     "compare_guides",
@@ -47,7 +62,9 @@ __all__ = [
 ]
 
 #: Kinds of reference posterior the comparison can score against.
-REFERENCES = ("auto", "none", "nuts", "exact")
+Reference = Literal["auto", "none", "nuts", "exact"]
+#: How a comparison sets each guide's learning rate: constant Adam, or each guide's recipe.
+Schedule = Literal["constant", "recipe"]
 
 #: Guides the comparison knows, by name.
 GUIDES: dict[str, Callable] = {
@@ -87,30 +104,32 @@ def train_guide(
     lr: float,
     num_particles: int,
     progress: bool = True,
-    schedule: str = "constant",
+    schedule: Schedule = "constant",
+    device: str | torch.device = "cpu",
 ) -> tuple[list[float], float]:
-    """Fit ``guide`` by SVI with Adam (at a constant rate, or decayed with ``schedule="decay"``) and
-    ``Trace_ELBO``; return the losses and seconds per step.
-
-    The progress bar shows the running mean ELBO; it switches itself off when the output
-    is not a terminal or when ``progress`` is false.
-    """
-    from tqdm.auto import tqdm
-
+    """Fit ``guide`` with :func:`flowguide.training.fit`: Adam at ``lr`` (with
+    ``schedule="recipe"``, the guide's recipe of rate decay and gradient clamp, see
+    :func:`recipe_for`) on ``Trace_ELBO`` with ``num_particles`` vectorized particles;
+    return the losses and seconds per step. The progress bar is shown on a terminal only,
+    and never when ``progress`` is false."""
     elbo = Trace_ELBO(
         num_particles=num_particles,
         vectorize_particles=True,
         max_plate_nesting=max_plate_nesting(model, *args),
     )
-    svi = SVI(model, guide, _optimizer(schedule, lr, steps), elbo)
-    losses: list[float] = []
-    bar = tqdm(range(steps), desc=type(guide).__name__, leave=False, disable=None if progress else True)
     start = time.perf_counter()
-    for step in bar:
-        losses.append(svi.step(*args))
-        if step % 50 == 0:
-            bar.set_postfix(elbo=f"{-sum(losses[-50:]) / len(losses[-50:]):.3f}")
-    return losses, (time.perf_counter() - start) / max(steps, 1)
+    history = fit(
+        model,
+        guide,
+        *args,
+        steps=steps,
+        loss=elbo,
+        optimizer=lambda params: torch.optim.Adam(params, lr=lr),
+        recipe=recipe_for(guide, schedule),
+        device=device,
+        progress=None if progress else False,
+    )
+    return history.losses, (time.perf_counter() - start) / max(steps, 1)
 
 
 def evaluate_guide(
@@ -125,13 +144,13 @@ def evaluate_guide(
     """Score a trained guide from ``num_samples`` of its draws; return the report row and the draws."""
     draws = importance_sample(model, guide, *args, num_samples=num_samples)
     log_w = draws.log_weights.double()
-    finite = log_w[torch.isfinite(log_w)]
+    finite = mean_estimate(log_w[torch.isfinite(log_w)])
     psis = psis_diagnostic(log_w)
     iwae = log_mean_exp_estimate(log_w)
     report = GuideReport(
         guide=name,
         elbo=float(log_w.mean()),
-        elbo_se=float(finite.std() / math.sqrt(finite.numel())),
+        elbo_se=finite.stderr,
         iwae=iwae.value,
         iwae_se=iwae.stderr,
         khat=psis.khat,
@@ -147,19 +166,15 @@ def evaluate_guide(
     return report, draws.samples
 
 
-#: Learning-rate schedules of a comparison.
-SCHEDULES = ("constant", "decay")
-
-
-def _optimizer(schedule: str, lr: float, steps: int) -> PyroOptim:
-    """``"constant"``: Adam at ``lr``. ``"decay"``: the flow guides' training recipe
-    (``AutoFlow.recommended_optim``), ``ClippedAdam`` with the rate decayed geometrically
-    to 1% over ``steps`` and gradient entries clamped to ±10, given to every guide alike."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+def recipe_for(guide: Callable, schedule: Schedule) -> Recipe | None:
+    """The recipe a comparison trains ``guide`` with: none for ``"constant"``; for
+    ``"recipe"`` the guide's own (:class:`~flowguide.autoguide.RecipeGuide`), or the
+    default :class:`~flowguide.autoguide.Recipe` for a guide without one (Pyro's)."""
+    if schedule not in get_args(Schedule):
+        raise ValueError(f"schedule must be one of {get_args(Schedule)}, got {schedule!r}")
     if schedule == "constant":
-        return Adam({"lr": lr})
-    return _recipe_optim(max(steps, 1), lr, AutoFlow.lr_decay, AutoFlow.recommended_grad_clamp)
+        return None
+    return guide.recipe if isinstance(guide, RecipeGuide) else Recipe()
 
 
 def compare_guides(
@@ -175,7 +190,8 @@ def compare_guides(
     log_z: float | None = None,
     reference: dict[str, Tensor] | None = None,
     progress: bool = True,
-    schedule: str = "constant",
+    schedule: Schedule = "constant",
+    device: str | torch.device = "cpu",
 ) -> tuple[list[GuideReport], dict[str, dict[str, Tensor]]]:
     """Train each guide in ``guides`` on ``model`` under identical settings and score it.
 
@@ -191,8 +207,9 @@ def compare_guides(
         log_z: The model's log evidence, when known: adds KL(q‖p) to each row.
         reference: Posterior draws (e.g. NUTS) to measure mean and std errors against.
         progress: Show progress bars (only on a terminal).
-        schedule: ``"constant"`` (Adam at ``lr``) or ``"decay"`` (``ClippedAdam``, the rate
-            decayed to 1% over ``steps``, gradient entries clamped to ±10), for every guide.
+        schedule: ``"constant"`` (Adam at ``lr``) or ``"recipe"`` (each guide's recipe of
+            rate decay and gradient clamp, :func:`recipe_for`).
+        device: Torch device to train on.
 
     Returns:
         The report rows and each guide's draws (site name to tensor).
@@ -208,13 +225,15 @@ def compare_guides(
     unknown = sorted(set(guides) - set(GUIDES))
     if unknown:
         raise ValueError(f"unknown guides {unknown}; choose from {sorted(GUIDES)}")
-    _optimizer(schedule, lr, steps)  # a bad schedule fails before any training
+    recipe_for(None, schedule)  # a bad schedule fails before any training
     reports, samples = [], {}
     for name in guides:
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
         guide = GUIDES[name](model)
-        losses, per_step = train_guide(model, guide, args, steps, lr, num_particles, progress, schedule)
+        losses, per_step = train_guide(
+            model, guide, args, steps, lr, num_particles, progress, schedule, device
+        )
         report, samples[name] = evaluate_guide(name, model, guide, args, num_samples, log_z, reference)
         report.seconds_per_step, report.losses = per_step, losses
         reports.append(report)
@@ -262,18 +281,18 @@ def run_comparison(
     num_particles: int = 8,
     seed: int = 0,
     num_samples: int = 4000,
-    reference: str = "auto",
+    reference: Reference = "auto",
     reference_samples: int = 1000,
     out: Path = Path("outputs"),
     device: str = "cpu",
     progress: bool = True,
-    schedule: str = "constant",
+    schedule: Schedule = "constant",
 ) -> list[GuideReport]:
     """The main job: compare ``guides`` on a bundled model, print the table and save it as
     JSON and Markdown with the figures (ELBO traces, pair plots) in ``out``.
 
     Arguments:
-        model_name: A key of :data:`flowguide.models.BUNDLED_MODELS`.
+        model_name: A key of :data:`~flowguide.apps.bundled.BUNDLED_MODELS`.
         guides: Names from :data:`GUIDES`.
         steps: SVI steps per guide.
         lr: Adam learning rate.
@@ -288,16 +307,15 @@ def run_comparison(
         out: Output folder (created).
         device: Torch device for the data, guides and training (``"cpu"``, ``"cuda"``).
         progress: Show progress bars (only on a terminal).
-        schedule: ``"constant"`` (Adam at ``lr``) or ``"decay"`` (``ClippedAdam``, the rate
-            decayed to 1% over ``steps``, gradient entries clamped to ±10), for every guide.
+        schedule: ``"constant"`` (Adam at ``lr``) or ``"recipe"`` (each guide's recipe of
+            rate decay and gradient clamp, :func:`recipe_for`).
 
     Returns:
         The report rows.
     """
-    from flowguide.models import bundled_model
-
-    if reference not in REFERENCES:
-        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    if reference not in get_args(Reference):
+        raise ValueError(f"reference must be one of {get_args(Reference)}, got {reference!r}")
+    require("matplotlib", "the comparison's figures")
     case = bundled_model(model_name)
     args = tuple(a.to(device) if torch.is_tensor(a) else a for a in case.args)
     train = {
@@ -313,7 +331,14 @@ def run_comparison(
     with torch.device(device):
         ref = _reference(case, args, reference, reference_samples, seed, progress)
         reports, samples = compare_guides(
-            case.model, args, guides, log_z=case.log_z, reference=ref, progress=progress, **train
+            case.model,
+            args,
+            guides,
+            log_z=case.log_z,
+            reference=ref,
+            progress=progress,
+            device=device,
+            **train,
         )
     settings = {"model": model_name, "description": case.description, "log_z": case.log_z, **train}
     _write(case, reports, samples, ref, out, {**settings, "reference": reference, "device": device})
@@ -344,8 +369,6 @@ def _reference(case, args: tuple, kind: str, num_samples: int, seed: int, progre
 
 def _write(case, reports, samples, reference, out: Path, settings: dict) -> None:
     """Print the table; save it as JSON and Markdown, and the figures."""
-    from flowguide.diagnostics.plots import plot_elbo_traces, plot_pairs
-
     name = settings["model"]
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(reports)

@@ -3,23 +3,30 @@ r"""The demo job: fit each flow family to a 2-D target by reverse KL and report 
 For a target :math:`\tilde p` with normalizer :math:`Z`,
 :math:`\mathrm{ELBO} = E_q[\log \tilde p(z) - \log q(z)] = \log Z - \mathrm{KL}(q \| p)`,
 so with :math:`\log Z` known (closed form, checked on a grid) the ELBO gives the KL.
+Each fit is an ordinary Pyro program (:class:`FlowOnTarget`), trained by
+:func:`flowguide.training.fit` and scored by :func:`flowguide.diagnostics.elbo`.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyro
+import pyro.distributions as dist
 import torch
+from pyro.infer import Trace_ELBO
 from torch import Tensor
 
+from flowguide.apps.targets import TARGETS, Target, grid_log_normalizer
+from flowguide.diagnostics import elbo
 from flowguide.flows import Flow, affine_coupling_flow, iaf, neural_spline_flow, planar_flow
-from flowguide.models.targets import TARGETS, Target, grid_log_normalizer
+from flowguide.training import fit
 
-__all__ = ["FLOWS", "FitResult", "fit_to_target", "estimate_elbo", "run_demo"]
+__all__ = ["FLOWS", "FitResult", "FlowOnTarget", "fit_to_target", "estimate_elbo", "run_demo"]
 
 #: The 2-D flows of the demo, by name: zero-argument constructors.
 FLOWS: dict[str, Callable[[], Flow]] = {
@@ -42,6 +49,40 @@ class FitResult:
     num_params: int
 
 
+class FlowOnTarget:
+    r"""A bare flow fitted to an unnormalized density as a Pyro model and guide.
+
+    The model's prior on :math:`z` is masked out (it adds nothing to the log joint) and
+    :math:`\log \tilde p(z)` is a factor, so the log joint is the target; the guide
+    samples :math:`z` from the flow.
+
+    Arguments:
+        flow: An unconditional flow.
+        log_p: The target's unnormalized log-density, ``(..., D) -> (...)``.
+
+    Run the program inside :meth:`scope`: the guide registers the flow in Pyro's
+    parameter store, which would otherwise hand it the values another flow stored there.
+    """
+
+    def __init__(self, flow: Flow, log_p: Callable[[Tensor], Tensor]) -> None:
+        self.flow, self.log_p = flow, log_p
+
+    def model(self) -> None:
+        """The target: a masked prior on ``z`` and the factor :math:`\\log \tilde p(z)`."""
+        flat = dist.Normal(self.flow.base_loc, self.flow.base_scale).to_event(1).mask(False)
+        z = pyro.sample("z", flat)
+        pyro.factor("target", self.log_p(z))
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        """A parameter store of its own for the program (Pyro's ``ParamStoreDict.scope``)."""
+        return pyro.get_param_store().scope()
+
+    def guide(self) -> None:
+        """The flow."""
+        pyro.module("flow", self.flow)
+        pyro.sample("z", self.flow())
+
+
 def estimate_elbo(flow: Flow, log_p: Callable[[Tensor], Tensor], num_samples: int) -> tuple[float, float]:
     """Monte Carlo ELBO of ``flow`` for ``log_p`` and its standard error.
 
@@ -51,10 +92,10 @@ def estimate_elbo(flow: Flow, log_p: Callable[[Tensor], Tensor], num_samples: in
         >>> se > 0
         True
     """
-    with torch.no_grad():
-        z, log_q = flow().rsample_and_log_prob((num_samples,))
-        terms = log_p(z) - log_q
-    return float(terms.mean()), float(terms.std() / math.sqrt(num_samples))
+    program = FlowOnTarget(flow, log_p)
+    with program.scope():
+        estimate = elbo(program.model, program.guide, num_samples=num_samples)
+    return estimate.value, estimate.stderr
 
 
 def fit_to_target(
@@ -64,7 +105,8 @@ def fit_to_target(
     num_samples: int = 256,
     lr: float = 1e-2,
 ) -> list[float]:
-    """Maximize the ELBO of ``flow`` against ``log_p`` with Adam; return the loss trace.
+    """Maximize the ELBO of ``flow`` against ``log_p`` with Adam at a cosine-annealed rate and
+    ``num_samples`` vectorized particles; return the loss trace.
 
     Example:
         >>> from flowguide.flows import iaf
@@ -72,18 +114,19 @@ def fit_to_target(
         >>> len(trace)
         3
     """
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    trace = []
-    for _ in range(steps):
-        z, log_q = flow().rsample_and_log_prob((num_samples,))
-        loss = (log_q - log_p(z)).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        trace.append(loss.item())
-    return trace
+    program = FlowOnTarget(flow, log_p)
+    with program.scope():
+        history = fit(
+            program.model,
+            program.guide,
+            steps=steps,
+            loss=Trace_ELBO(num_particles=num_samples, vectorize_particles=True, max_plate_nesting=0),
+            optimizer=lambda params: torch.optim.Adam(params, lr=lr),
+            scheduler=lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps),
+            device=flow.base_loc.device,
+            progress=False,
+        )
+    return history.losses
 
 
 def run_demo(
@@ -97,7 +140,7 @@ def run_demo(
     """Fit every flow in ``flows`` to ``TARGETS[target]``, print a table, optionally plot.
 
     Arguments:
-        target: Name of a target in :data:`~flowguide.models.TARGETS`.
+        target: Name of a target in :data:`~flowguide.apps.targets.TARGETS`.
         flows: Names of flows in :data:`FLOWS`.
         steps: Adam steps per flow (256 samples each, cosine-decayed learning rate).
         seed: Seed set before building each flow.
@@ -141,11 +184,9 @@ def run_demo(
 
 
 def _plot(log_p: Target, flows: dict[str, Flow], path: Path) -> None:
-    import matplotlib
+    from flowguide.apps.plots import _pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     (x0, x1), (y0, y1) = log_p.box
     y1 = min(y1, y0 + (x1 - x0))

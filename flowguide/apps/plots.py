@@ -8,18 +8,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from flowguide._extras import require
+
 __all__ = ["plot_elbo_traces", "plot_pairs"]
 
 Slice = tuple[str, int]
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    require("matplotlib", "plotting").use("Agg")
+    return require("matplotlib.pyplot", "plotting")
 
 
 def _smooth(values: Sequence[float], window: int) -> Tensor:

@@ -9,6 +9,7 @@ from flowguide.diagnostics.importance import (
     iwae_bound,
     log_importance_weights,
     log_mean_exp_estimate,
+    mean_estimate,
 )
 from flowguide.diagnostics.psis import K_GOOD, K_OK, PSISResult, psis_diagnostic, psis_mean
 
@@ -23,6 +24,7 @@ __all__ = [
     "iwae_bound",
     "log_importance_weights",
     "log_mean_exp_estimate",
+    "mean_estimate",
     "posterior_errors",
     "psis_diagnostic",
     "psis_mean",

@@ -36,6 +36,7 @@ __all__ = [
     "iwae_bound",
     "log_mean_exp_estimate",
     "max_plate_nesting",
+    "mean_estimate",
 ]
 
 
@@ -150,7 +151,7 @@ def elbo(
     log_w = log_importance_weights(
         model, guide, *args, num_samples=num_samples, batch_size=batch_size, **kwargs
     )
-    return _mean_estimate(log_w.double())
+    return mean_estimate(log_w.double())
 
 
 def iwae_bound(
@@ -184,6 +185,13 @@ def log_mean_exp_estimate(log_w: Tensor) -> Estimate:
     return Estimate(float(value), stderr)
 
 
-def _mean_estimate(x: Tensor) -> Estimate:
+def mean_estimate(x: Tensor) -> Estimate:
+    """The mean of ``x`` with its standard error :math:`s / \\sqrt{n}`.
+
+    Example:
+        >>> import torch
+        >>> print(mean_estimate(torch.tensor([1.0, 2.0, 3.0])))
+        2.0000 ± 0.5774
+    """
     k = x.numel()
     return Estimate(float(x.mean()), float(x.std() / math.sqrt(k)) if k > 1 else math.nan)

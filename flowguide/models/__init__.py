@@ -1,6 +1,5 @@
-"""Bundled targets and models."""
+"""The VAE hybrid: flow posteriors q(z|x), flow decoders p(x|z), and the image data they train on."""
 
-from flowguide.models.bundled import BUNDLED_MODELS, bundled_model
-from flowguide.models.targets import TARGETS, Banana, Ring, grid_log_normalizer
+from flowguide.models.vae import AmortizedLocalGuide, ConditionalDensity, FlowVAE
 
-__all__ = ["BUNDLED_MODELS", "TARGETS", "Banana", "Ring", "bundled_model", "grid_log_normalizer"]
+__all__ = ["AmortizedLocalGuide", "ConditionalDensity", "FlowVAE"]

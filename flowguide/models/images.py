@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from flowguide._extras import require
+
 __all__ = [
     "ImageData",
     "load_digits",
@@ -61,7 +63,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageData:
         >>> data.train.shape, data.test.shape, data.levels
         (torch.Size([1438, 64]), torch.Size([359, 64]), 17)
     """
-    from sklearn.datasets import load_digits as sklearn_digits
+    sklearn_digits = require("sklearn.datasets", "the bundled digits data").load_digits
 
     images = torch.as_tensor(sklearn_digits().data, dtype=torch.float32)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))

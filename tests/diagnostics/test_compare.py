@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from flowguide.cli import main
-from flowguide.diagnostics.compare import compare_guides, markdown_table, run_comparison
-from flowguide.models.exact import BetaBinomial, ConjugateRegression
+from flowguide.apps.cli import main
+from flowguide.apps.compare import compare_guides, markdown_table, run_comparison
+from flowguide.apps.exact import BetaBinomial, ConjugateRegression
 
 
 def test_compare_command_writes_table_json_and_figures(tmp_path, capsys):
@@ -22,7 +22,7 @@ def test_compare_command_writes_table_json_and_figures(tmp_path, capsys):
         "AutoNormal",
         "AutoIAF",
         "--schedule",
-        "decay",
+        "recipe",
     ]
     assert main([*argv, "--reference", "nuts", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -30,7 +30,7 @@ def test_compare_command_writes_table_json_and_figures(tmp_path, capsys):
     report = json.loads((tmp_path / "compare_banana.json").read_text())
     assert [g["guide"] for g in report["guides"]] == ["AutoNormal", "AutoIAF"]
     assert report["settings"]["steps"] == 5 and report["settings"]["reference"] == "nuts"
-    assert report["settings"]["schedule"] == "decay"
+    assert report["settings"]["schedule"] == "recipe"
     for row in report["guides"]:
         assert len(row["losses"]) == 5 and math.isfinite(row["elbo"]) and row["iwae"] >= row["elbo"]
         assert row["kl"] == pytest.approx(report["settings"]["log_z"] - row["elbo"])
@@ -40,7 +40,7 @@ def test_compare_command_writes_table_json_and_figures(tmp_path, capsys):
         assert (tmp_path / figure).stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("schedule", ["constant", "decay"])
+@pytest.mark.parametrize("schedule", ["constant", "recipe"])
 def test_trained_guides_close_the_gap_on_an_exact_model(schedule):
     """Guides whose family holds the Gaussian posterior of a conjugate regression."""
     case = ConjugateRegression(dim=3, num_data=20)
@@ -97,21 +97,19 @@ def test_models_that_observe_nothing_are_scored_against_their_exact_draws(tmp_pa
     assert rows[0].std_error > 0.5 and rows[0].kl > 1.0
 
 
-def test_the_decay_schedule_ends_at_one_percent_of_the_rate():
-    """``schedule="decay"`` is the flow recipe's optimizer for every guide alike."""
-    import pyro
-    import torch
-    from pyro.infer import SVI, Trace_ELBO
+def test_the_recipe_schedule_gives_each_guide_its_own_recipe():
+    """``schedule="recipe"``: a flow guide's own recipe (the spline guide decays to 10%, the
+    planar guide keeps a constant rate), the default recipe for Pyro's guides."""
     from pyro.infer.autoguide import AutoNormal
 
-    from flowguide.diagnostics.compare import _optimizer
+    from flowguide import AutoNeuralSpline, AutoPlanarFlow, Recipe
+    from flowguide.apps.compare import recipe_for
 
     case = BetaBinomial()
-    pyro.clear_param_store()
-    optim = _optimizer("decay", 0.05, 30)
-    svi = SVI(case.model, AutoNormal(case.model), optim, Trace_ELBO())
-    for _ in range(30):
-        svi.step(*case.args)
-    rates = [g["lr"] for opt in optim.optim_objs.values() for g in opt.param_groups]
-    assert rates and rates == pytest.approx([0.05 * 0.01] * len(rates), rel=1e-9)
-    assert torch.isfinite(torch.tensor(svi.evaluate_loss(*case.args)))
+    spline, planar, normal = AutoNeuralSpline(case.model), AutoPlanarFlow(case.model), AutoNormal(case.model)
+    assert recipe_for(spline, "recipe").lr_decay == 0.1
+    assert recipe_for(planar, "recipe").lr_decay is None
+    assert recipe_for(normal, "recipe") == Recipe()
+    assert recipe_for(spline, "constant") is None
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        recipe_for(spline, "decay")

@@ -23,7 +23,7 @@ from flowguide.diagnostics import (
     reference_posterior,
     to_inference_data,
 )
-from flowguide.models.exact import BetaBinomial, ConjugateRegression
+from flowguide.apps.exact import BetaBinomial, ConjugateRegression
 
 CASE = ConjugateRegression(dim=3, num_data=20)
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from flowguide.flows.registry import REGISTRY
+from registry import REGISTRY
 
 # Flows whose inverse is exact to rounding (every registry entry is), unconditional use.
 NAMES = [name for name in REGISTRY if name not in {"permutation_reverse", "permutation_random"}]

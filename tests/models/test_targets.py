@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowguide.models import TARGETS, Banana, Ring, grid_log_normalizer
+from flowguide.apps.targets import TARGETS, Banana, Ring, grid_log_normalizer
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import torch
 from torch.autograd.functional import jacobian
 
 from flowguide.flows import Flow
-from flowguide.flows.registry import REGISTRY
+from registry import REGISTRY
 
 DIM, CONTEXT_DIM = 4, 3
 CASES = [(name, None) for name in REGISTRY] + [
