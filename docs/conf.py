@@ -35,8 +35,12 @@ autosummary_generate = True
 autosummary_ignore_module_all = False  # document exactly each module's __all__
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
+# Types go into the parameter list napoleon makes of each "Arguments:" section (one list,
+# "Parameters"), and only for the parameters it documents.
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
 autodoc_inherit_docstrings = False  # Pyro's inherited docstrings are reST of another dialect
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-napoleon_custom_sections = [("Arguments", "params_style")]
+napoleon_use_param = True
+napoleon_use_rtype = False

@@ -16,9 +16,9 @@ import arviz as az
 import pyro
 import torch
 
-from flowguide.diagnostics import psis_diagnostic, to_inference_data
-from flowguide.apps.compare import GUIDES, compare_guides, markdown_table, train_guide
 from flowguide.apps.bundled import BUNDLED_MODELS, bundled_model
+from flowguide.apps.compare import GUIDES, compare_guides, markdown_table, train_guide
+from flowguide.diagnostics import psis_diagnostic, to_inference_data
 from flowguide.training import to_device
 
 

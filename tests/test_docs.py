@@ -21,7 +21,7 @@ def _public_objects() -> dict[str, object]:
     """Every name in the ``__all__`` of every flowguide module, by its dotted path."""
     found = {}
     for info in pkgutil.walk_packages(flowguide.__path__, "flowguide."):
-        if info.name.endswith("__main__"):
+        if any(part.startswith("_") for part in info.name.split(".")):  # private, and __main__
             continue
         module = importlib.import_module(info.name)
         for name in getattr(module, "__all__", []):

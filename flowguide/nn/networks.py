@@ -43,7 +43,6 @@ __all__ = [
     "MLP",
     "MADE",
     "LinearStack",
-    "MaskedLinear",
     "PACK_LIMIT",
     "UnitScaled",
     "check_dim",
@@ -145,21 +144,6 @@ class _Constant(UnitScaled, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         value = self.value
         return value.expand(*x.shape[:-1], value.shape[-1])
-
-
-class MaskedLinear(nn.Linear):
-    """Linear layer whose weight is multiplied by a fixed 0/1 mask (a buffer).
-
-    Arguments:
-        mask: Mask of shape ``(out_features, in_features)``.
-    """
-
-    def __init__(self, mask: Tensor) -> None:
-        super().__init__(mask.shape[1], mask.shape[0])
-        self.register_buffer("mask", mask.to(self.weight.dtype))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return nn.functional.linear(x, self.weight * self.mask, self.bias)
 
 
 class LinearStack(UnitScaled, nn.Module):

@@ -282,7 +282,7 @@ class Trainer:
         if torch.isfinite(loss) and loss.requires_grad:
             loss.backward()
         loss = loss.detach().reshape(1).clone()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params.values()]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._unique_params()]
         distributed.all_reduce_mean([loss, *grads])
         ok = all_finite([loss, *grads])
         if ok and self.recipe_schedule is not None:
@@ -341,12 +341,17 @@ class Trainer:
         )
         return self._param_trace(args, kwargs)
 
+    def _unique_params(self) -> list[Tensor]:
+        """The parameters, each once: a guide may register one tensor under two names
+        (Pyro's ``AutoIAFNormal`` does), which an optimizer would otherwise step twice."""
+        return list({id(p): p for p in self.params.values()}.values())
+
     def _param_groups(self) -> list[Tensor] | list[dict[str, Any]]:
         """The parameters for the optimizer: a flat list, or, where the guide has
         parameters that keep the full rate (:class:`~flowguide.autoguide.RecipeGuide`),
         two groups with those second: a flow autoguide's per-datum factors are updated
         only when their datum is in the minibatch, so the recipe's decay leaves them alone."""
-        params = list(self.params.values())
+        params = self._unique_params()
         full = self.guide.full_rate_parameters() if isinstance(self.guide, RecipeGuide) else []
         full_ids = {id(p) for p in full}
         if not any(id(p) in full_ids for p in params):

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowguide.transforms.base import FlowTransform
-from flowguide.transforms.spline_kernel import (
+from flowguide.transforms._spline_kernel import (
     bin_index,
     fused_spline,
     fused_spline_inverse,
@@ -26,6 +25,7 @@ from flowguide.transforms.spline_kernel import (
     rq_terms,
     with_tails,
 )
+from flowguide.transforms.base import FlowTransform
 
 __all__ = [
     "ElementwiseTransform",

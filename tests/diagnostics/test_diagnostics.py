@@ -13,6 +13,7 @@ import pytest
 import torch
 from pyro.infer.autoguide import AutoNormal
 
+from flowguide.apps.exact import BetaBinomial, ConjugateRegression
 from flowguide.diagnostics import (
     elbo,
     importance_sample,
@@ -23,7 +24,6 @@ from flowguide.diagnostics import (
     reference_posterior,
     to_inference_data,
 )
-from flowguide.apps.exact import BetaBinomial, ConjugateRegression
 
 CASE = ConjugateRegression(dim=3, num_data=20)
 

@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-
 from registry import REGISTRY
 
 # Flows whose inverse is exact to rounding (every registry entry is), unconditional use.

@@ -15,8 +15,13 @@ from pyro.poutine.util import site_is_subsample
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.linear_model import LogisticRegression
 
-from flowguide.apps.bundled import BUNDLED_MODELS, bundled_model
-from flowguide.apps.bundled import BreastCancerLogistic, DiabetesHierarchical, EightSchools
+from flowguide.apps.bundled import (
+    BUNDLED_MODELS,
+    BreastCancerLogistic,
+    DiabetesHierarchical,
+    EightSchools,
+    bundled_model,
+)
 
 NAMES = list(BUNDLED_MODELS)
 

@@ -440,3 +440,22 @@ def test_all_finite_checks_every_entry_and_skips_empty_tensors():
     assert not all_finite([torch.ones(3), torch.tensor([1.0, float("nan")])])
     assert not all_finite([torch.tensor([-float("inf")]), torch.empty(0)])
     assert all_finite([torch.full((2,), 3e38)])  # huge but finite: no overflow from a norm
+
+
+def test_a_tensor_registered_under_two_names_is_stepped_once():
+    """Pyro's ``AutoIAFNormal`` registers one tensor under two parameter names; the trainer's
+    optimizer holds it once, so each update moves it once."""
+    import warnings
+
+    from pyro.infer.autoguide import AutoIAFNormal
+
+    guide = AutoIAFNormal(regression, hidden_dim=[8])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns of duplicate parameters in a group
+        trainer = Trainer(regression, guide, device="cpu", progress=False).setup(X, Y)
+    names = {}
+    for name, p in trainer.params.items():
+        names.setdefault(id(p), []).append(name)
+    assert any(len(shared) > 1 for shared in names.values())  # the case this test is about
+    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    assert len(params) == len({id(p) for p in params}) == len(names)

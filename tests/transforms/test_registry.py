@@ -12,10 +12,10 @@ import pickle
 import pyro.distributions as dist
 import pytest
 import torch
+from registry import REGISTRY
 from torch.autograd.functional import jacobian
 
 from flowguide.flows import Flow
-from registry import REGISTRY
 
 DIM, CONTEXT_DIM = 4, 3
 CASES = [(name, None) for name in REGISTRY] + [

@@ -1,0 +1,359 @@
+"""The documentation's benchmark tables, rendered from the current result files.
+
+    python benchmarks/tables.py           # write docs/_generated/<benchmark>.md and README.md's table
+    python benchmarks/tables.py --check   # exit 1 where a rendered table differs from the file
+
+Each fragment is a Markdown table and one line of provenance (commit, versions, device,
+command), read from ``benchmarks/results/<benchmark>.json``; the pages include the
+fragments, so no number in the documentation is copied by hand. The test suite runs
+``--check``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+GENERATED = ROOT / "docs" / "_generated"
+README = ROOT / "README.md"
+
+#: Column order of the guides in quality tables: Pyro's guides first.
+GUIDE_ORDER = [
+    "AutoNormal",
+    "AutoMultivariateNormal",
+    "pyro.AutoIAFNormal",
+    "pyro.spline_coupling",
+    "AutoPlanarFlow",
+    "AutoIAF",
+    "AutoNeuralSpline",
+    "AutoAffineCoupling",
+]
+OURS = GUIDE_ORDER[4:]
+
+
+def load(benchmark: str) -> dict:
+    return json.loads((RESULTS / f"{benchmark}.json").read_text())
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def provenance(record: dict) -> str:
+    """One line: where the numbers come from."""
+    p = record["provenance"]
+    versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items())
+    device = p["device"]
+    where = device["cuda"] or f"{device['cpu']}, {device['cores']} cores, {device['threads']} thread(s)"
+    dirty = " (with uncommitted changes)" if p["dirty"] else ""
+    return (
+        f"*Measured at commit `{p['commit'][:10]}`{dirty} on {p['date'][:10]}; {versions}; {where}. "
+        f"Reproduce: `{p['command']}`.*"
+    )
+
+
+def _ordered(names: set[str]) -> list[str]:
+    return [g for g in GUIDE_ORDER if g in names] + sorted(names - set(GUIDE_ORDER))
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(finite) if len(finite) == len(values) else math.nan
+
+
+def _kl(value: float) -> str:
+    return "diverged" if math.isnan(value) else f"{value:.4f}"
+
+
+def _kl_table(rows: list[dict], variant: str, guides: list[str]) -> str:
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    cells = []
+    for target in targets:
+        line = [f"`{target}`"]
+        for guide in guides:
+            kls = [
+                r["kl"] for r in rows if (r["target"], r["guide"], r["variant"]) == (target, guide, variant)
+            ]
+            line.append(_kl(_mean(kls)) if kls else "")
+        cells.append(line)
+    return table(["target", *guides], cells)
+
+
+def fit_quality(record: dict) -> str:
+    rows, s = record["rows"], record["settings"]
+    guides = _ordered({r["guide"] for r in rows})
+    seeds = " ".join(map(str, s["seeds"]))
+    defaults = _kl_table(rows, "defaults", guides)
+    ours = [g for g in OURS if any(r["guide"] == g for r in rows)]
+    recipe_rows = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        line = [f"`{target}`"]
+        for guide in ours:
+            pick = {
+                v: _mean(
+                    [r["kl"] for r in rows if (r["target"], r["guide"], r["variant"]) == (target, guide, v)]
+                )
+                for v in ("defaults", "recipe")
+            }
+            line.append(f"{_kl(pick['defaults'])} / {_kl(pick['recipe'])}")
+        recipe_rows.append(line)
+    return (
+        f"KL(q‖p) = log Z − ELBO in nats (20,000 draws), mean over seeds {seeds}; {s['steps']} steps, "
+        f"Adam at a constant {s['lr']}, {s['particles']} vectorized particles, each guide at its defaults.\n\n"
+        f"{defaults}\n\nThe flow guides at the same constant rate / with their training recipe "
+        f"(`flowguide.training.fit`'s default), same steps and seeds:\n\n"
+        f"{table(['target', *ours], recipe_rows)}\n\n{provenance(record)}\n"
+    )
+
+
+def fit_quality_ablation(record: dict) -> str:
+    rows, s = record["rows"], record["settings"]
+    guides = [g for g in OURS if any(r["guide"] == g for r in rows)]
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    cells = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        for variant in variants:
+            line = [f"`{target}`", variant]
+            for guide in guides:
+                kls = [
+                    r["kl"]
+                    for r in rows
+                    if (r["target"], r["guide"], r["variant"]) == (target, guide, variant)
+                ]
+                line.append(_kl(_mean(kls)) if kls else "")
+            cells.append(line)
+    return (
+        f"KL(q‖p) in nats, seed {' '.join(map(str, s['seeds']))}, {s['steps']} steps at Adam {s['lr']}: the "
+        "defaults, and the defaults with sticking the landing off (`no_stl`), without the "
+        "triangular head (`diagonal`) and without the Laplace start (`cold`).\n\n"
+        f"{table(['target', 'variant', *guides], cells)}\n\n{provenance(record)}\n"
+    )
+
+
+def large_rate(record: dict) -> str:
+    rows, s = record["rows"], record["settings"]
+    cells = []
+    for guide in _ordered({r["guide"] for r in rows}):
+        for lr in dict.fromkeys(r["lr"] for r in rows):
+            mine = [r for r in rows if r["guide"] == guide and r["lr"] == lr]
+            if not mine:
+                continue
+            held = sum(r["mean_error"] < 1.0 and r["log_width_ratio"] < 1.0 for r in mine)
+            worst_mean = max(r["mean_error"] for r in mine)
+            worst_width = max(r["log_width_ratio"] for r in mine)
+            cells.append([guide, lr, f"{held} of {len(mine)}", f"{worst_mean:.2f}", f"{worst_width:.2f}"])
+    header = [
+        "guide",
+        "Adam rate",
+        "runs within 1 width",
+        "worst mean error (widths)",
+        "worst abs log width ratio",
+    ]
+    return (
+        f"Five logit-Binomial coordinates (Pyro's `test_predictive.py`), one particle, {s['steps']} steps, "
+        f"seeds {' '.join(map(str, s['seeds']))}; a run holds when its worst coordinate's mean is within one "
+        "posterior width and its width within a factor e.\n\n"
+        f"{table(header, cells)}\n\n{provenance(record)}\n"
+    )
+
+
+def guides_vs_pyro_speed(record: dict) -> str:
+    cells = [
+        [
+            r["flow"],
+            r["dim"],
+            r["hidden"],
+            f"{r['ours']:.5f}",
+            f"{r['ours_default']:.5f}",
+            f"{r['pyro']:.5f}",
+            f"{r['ratio']:.2f}",
+            f"{r['ratio_default']:.2f}",
+        ]
+        for r in record["rows"]
+    ]
+    header = [
+        "flow",
+        "D",
+        "hidden",
+        "ours, plain",
+        "ours, defaults",
+        "Pyro",
+        "plain / Pyro",
+        "defaults / Pyro",
+    ]
+    s = record["settings"]
+    return (
+        f"Seconds per SVI step (one particle, depth 4, two hidden layers), median of {s['repeats']} "
+        f"interleaved repeats of {s['speed_steps']} steps. *Plain*: `stl=False`, the computation Pyro's "
+        "guides do; *defaults*: sticking the landing where the recipe turns it on. Under 1 is faster.\n\n"
+        f"{table(header, cells)}\n\n{provenance(record)}\n"
+    )
+
+
+def guides_vs_pyro_size(record: dict) -> str:
+    cells = [[r["guide"], f"{r['params']:,}"] for r in record["rows"]]
+    dim = record["rows"][0]["dim"]
+    return f"Parameters at D = {dim}, defaults.\n\n{table(['guide', 'parameters'], cells)}\n\n{provenance(record)}\n"
+
+
+def equal_time(record: dict) -> str:
+    s = record["settings"]
+    cells = []
+    for r in record["rows"]:
+        kl = "" if r.get("kl") is None else f"{r['kl']:.3f}"
+        cells.append(
+            [
+                r["model"],
+                r["guide"],
+                r["steps"],
+                f"{r['elbo']:.3f}",
+                f"{r['iwae']:.3f}",
+                f"{r['khat']:.2f}",
+                kl,
+            ]
+        )
+    return (
+        f"Each guide trained by SVI (Adam {s['lr']}, {s['particles']} particles) for {s['seconds']} s, then "
+        f"scored from {s['samples']} draws.\n\n"
+        f"{table(['model', 'guide', 'steps', 'ELBO', 'IWAE', 'k-hat', 'KL'], cells)}\n\n{provenance(record)}\n"
+    )
+
+
+def flows_vs_zuko(record: dict) -> str:
+    cells = [
+        [r["flow"], r["dim"], r["mode"], f"{r['ours_s']:.5f}", f"{r['zuko_s']:.5f}", f"{r['ratio']:.2f}"]
+        for r in record["rows"]
+    ]
+    s = record["settings"]
+    return (
+        f"Seconds per `rsample_and_log_prob` call on a batch of {s['batch']} (*train*: with the backward), "
+        f"median of {s['repeats']} repeats; ours / zuko, under 1 is faster.\n\n"
+        f"{table(['flow', 'D', 'mode', 'ours (s)', 'zuko (s)', 'ours / zuko'], cells)}\n\n{provenance(record)}\n"
+    )
+
+
+def annealing(record: dict) -> str:
+    rows, s = record["rows"], record["settings"]
+    cells = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        masses = " / ".join(f"{r['mass_right']:.2f}" for r in mine)
+        cells.append([variant, masses, f"{statistics.fmean(r['kl'] for r in mine):.3f}"])
+    return (
+        f"AutoIAF on two equal modes {s['separation']} apart, {s['steps']} steps, seeds 0-{s['seeds'] - 1}; "
+        "mass right of 0 (0.50 covers both modes) per seed, and the mean KL (log 2 = 0.69 is one mode).\n\n"
+        f"{table(['objective', 'mass right of 0', 'KL'], cells)}\n\n{provenance(record)}\n"
+    )
+
+
+def training_speed(record: dict) -> str:
+    cells = []
+    for r in record["rows"]:
+        svi = r.get("trainer_over_svi")
+        cells.append(
+            [
+                r["guide"],
+                r["device"],
+                f"{r['seconds_per_step']:.4f}",
+                f"{r['speedup_vs_cpu']:.2f}",
+                "" if svi is None else f"{svi:.2f}",
+            ]
+        )
+    header = ["guide", "device", "s/step", "speed-up over CPU", "trainer / SVI"]
+    return f"{table(header, cells)}\n\n{provenance(record)}\n"
+
+
+def packing(record: dict) -> str:
+    cells = [
+        [
+            r["flow"],
+            r["dim"],
+            f"{r['largest_stack']:,}",
+            f"{r['packed']:.5f}",
+            f"{r['separate']:.5f}",
+            f"{r['default']:.5f}",
+        ]
+        for r in record["rows"]
+    ]
+    header = ["flow", "D", "largest stack (weights)", "packed", "separate", "default"]
+    return (
+        "Seconds per SVI step with every conditioner packed in one parameter, every weight and bias a "
+        "parameter of its own, and the default (packed up to `PACK_LIMIT` weights).\n\n"
+        f"{table(header, cells)}\n\n{provenance(record)}\n"
+    )
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {
+    "fit_quality": fit_quality,
+    "fit_quality_ablation": fit_quality_ablation,
+    "large_rate": large_rate,
+    "guides_vs_pyro_speed": guides_vs_pyro_speed,
+    "guides_vs_pyro_size": guides_vs_pyro_size,
+    "equal_time": equal_time,
+    "flows_vs_zuko": flows_vs_zuko,
+    "annealing": annealing,
+    "training_speed": training_speed,
+    "packing": packing,
+}
+
+
+def readme_summary(record: dict) -> str:
+    """The README's one table: the flow guides' and Pyro's KL on each target, at the defaults."""
+    return (
+        fit_quality(record).split("\n\nThe flow guides at the same constant rate")[0]
+        + "\n\n"
+        + provenance(record)
+    )
+
+
+def replace_block(text: str, name: str, content: str) -> str:
+    start, end = f"<!-- generated: {name} -->", "<!-- /generated -->"
+    head, found, rest = text.partition(start)
+    if not found:
+        raise SystemExit(f"README.md has no '{start}' marker")
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{content.strip()}\n{end}{tail}"
+
+
+def rendered() -> dict[Path, str]:
+    """Every generated file and its content."""
+    files = {}
+    for benchmark, render in RENDERERS.items():
+        if (RESULTS / f"{benchmark}.json").exists():
+            files[GENERATED / f"{benchmark}.md"] = render(load(benchmark))
+    if (RESULTS / "fit_quality.json").exists():
+        files[README] = replace_block(README.read_text(), "fit_quality", readme_summary(load("fit_quality")))
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--check", action="store_true", help="compare with the files instead of writing them")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, content in rendered().items():
+        if args.check:
+            if not path.exists() or path.read_text() != content:
+                stale.append(str(path.relative_to(ROOT)))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            print(f"wrote {path.relative_to(ROOT)}")
+    if stale:
+        print(f"stale, run python benchmarks/tables.py: {stale}", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
