@@ -107,8 +107,9 @@ def fit_quality(record: dict) -> str:
             line.append(f"{_kl(pick['defaults'])} / {_kl(pick['recipe'])}")
         recipe_rows.append(line)
     return (
-        f"KL(q‖p) = log Z − ELBO in nats (20,000 draws), mean over seeds {seeds}; {s['steps']} steps, "
-        f"Adam at a constant {s['lr']}, {s['particles']} vectorized particles, each guide at its defaults.\n\n"
+        f"KL(q‖p) = log Z - ELBO in nats (20,000 draws), mean over seeds {seeds}; {s['steps']} steps, "
+        f"Adam at a constant {s['lr']}, {s['particles']} vectorized particles, every guide at its "
+        "defaults.\n\n"
         f"{defaults}\n\nThe flow guides at the same constant rate / with their training recipe "
         f"(`flowguide.training.fit`'s default), same steps and seeds:\n\n"
         f"{table(['target', *ours], recipe_rows)}\n\n{provenance(record)}\n"
@@ -202,7 +203,8 @@ def guides_vs_pyro_speed(record: dict) -> str:
 def guides_vs_pyro_size(record: dict) -> str:
     cells = [[r["guide"], f"{r['params']:,}"] for r in record["rows"]]
     dim = record["rows"][0]["dim"]
-    return f"Parameters at D = {dim}, defaults.\n\n{table(['guide', 'parameters'], cells)}\n\n{provenance(record)}\n"
+    body = table(["guide", "parameters"], cells)
+    return f"Parameters at D = {dim}, defaults.\n\n{body}\n\n{provenance(record)}\n"
 
 
 def equal_time(record: dict) -> str:
@@ -224,7 +226,8 @@ def equal_time(record: dict) -> str:
     return (
         f"Each guide trained by SVI (Adam {s['lr']}, {s['particles']} particles) for {s['seconds']} s, then "
         f"scored from {s['samples']} draws.\n\n"
-        f"{table(['model', 'guide', 'steps', 'ELBO', 'IWAE', 'k-hat', 'KL'], cells)}\n\n{provenance(record)}\n"
+        f"{table(['model', 'guide', 'steps', 'ELBO', 'IWAE', 'k-hat', 'KL'], cells)}\n\n"
+        f"{provenance(record)}\n"
     )
 
 
@@ -237,7 +240,8 @@ def flows_vs_zuko(record: dict) -> str:
     return (
         f"Seconds per `rsample_and_log_prob` call on a batch of {s['batch']} (*train*: with the backward), "
         f"median of {s['repeats']} repeats; ours / zuko, under 1 is faster.\n\n"
-        f"{table(['flow', 'D', 'mode', 'ours (s)', 'zuko (s)', 'ours / zuko'], cells)}\n\n{provenance(record)}\n"
+        f"{table(['flow', 'D', 'mode', 'ours (s)', 'zuko (s)', 'ours / zuko'], cells)}\n\n"
+        f"{provenance(record)}\n"
     )
 
 
