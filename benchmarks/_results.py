@@ -59,6 +59,18 @@ def _script(path: str) -> str:
         return path
 
 
+def _checkout() -> dict[str, Any]:
+    """The commit and state of the tree, read when the benchmark starts (the code it runs)."""
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+CHECKOUT = _checkout()
+
+
 def provenance(device: str | torch.device | None = None) -> dict[str, Any]:
     """Commit, versions, device and command of the running benchmark."""
     versions = {
@@ -71,9 +83,7 @@ def provenance(device: str | torch.device | None = None) -> dict[str, Any]:
         versions["zuko"] = sys.modules["zuko"].__version__
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **CHECKOUT,
         "versions": versions,
         "device": {
             "torch_device": str(device) if device is not None else "cpu",

@@ -2,7 +2,7 @@
 
     python benchmarks/guides_vs_pyro.py --part speed --out benchmarks/results/guides_vs_pyro_speed.json
     python benchmarks/guides_vs_pyro.py --part size --out benchmarks/results/guides_vs_pyro_size.json
-    python benchmarks/guides_vs_pyro.py --quick         # a smoke run of both parts
+    python benchmarks/guides_vs_pyro.py --quick         # a smoke run (with --part size: of that part)
 
 Speed: seconds per SVI step, ours over Pyro's counterpart at the same depth and width, on
 Pyro's own loop and optimizer (``SVI`` with ``pyro.optim.Adam``), median of repeats
@@ -142,12 +142,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.quick:
-        rows = speed(args.dims, 4, 64, 5, 1, 1) + size(50)
-    elif args.part == "speed":
-        rows = speed(args.dims, 4, 64, args.speed_steps, args.repeats, 1)
+    if args.part == "speed":
+        rows = speed(args.dims, 4, 64, *((5, 1) if args.quick else (args.speed_steps, args.repeats)), 1)
     else:
-        rows = size(1000)
+        rows = size(50 if args.quick else 1000)
     save_rows(args.out, args, rows, benchmark=f"guides_vs_pyro_{args.part}")
     return rows
 

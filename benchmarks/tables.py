@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 GENERATED = ROOT / "docs" / "_generated"
 README = ROOT / "README.md"
+#: The main job's table, as ``docs/figures.sh`` writes it (a heading line, a blank line, the table).
+COMPARE_TABLE = ROOT / "docs" / "_static" / "figures" / "compare_funnel.md"
 
 #: Column order of the guides in quality tables: Pyro's guides first.
 GUIDE_ORDER = [
@@ -38,8 +40,8 @@ GUIDE_ORDER = [
 OURS = GUIDE_ORDER[4:]
 
 
-def load(benchmark: str) -> dict:
-    return json.loads((RESULTS / f"{benchmark}.json").read_text())
+def load(benchmark: str, results: Path = RESULTS) -> dict:
+    return json.loads((results / f"{benchmark}.json").read_text())
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -328,14 +330,18 @@ def replace_block(text: str, name: str, content: str) -> str:
     return f"{head}{start}\n{content.strip()}\n{end}{tail}"
 
 
-def rendered() -> dict[Path, str]:
+def rendered(results: Path = RESULTS) -> dict[Path, str]:
     """Every generated file and its content."""
     files = {}
     for benchmark, render in RENDERERS.items():
-        if (RESULTS / f"{benchmark}.json").exists():
-            files[GENERATED / f"{benchmark}.md"] = render(load(benchmark))
-    if (RESULTS / "fit_quality.json").exists():
-        files[README] = replace_block(README.read_text(), "fit_quality", readme_summary(load("fit_quality")))
+        if (results / f"{benchmark}.json").exists():
+            files[GENERATED / f"{benchmark}.md"] = render(load(benchmark, results))
+    readme = README.read_text()
+    if (results / "fit_quality.json").exists():
+        readme = replace_block(readme, "fit_quality", readme_summary(load("fit_quality", results)))
+    if COMPARE_TABLE.exists():
+        readme = replace_block(readme, "compare_funnel", COMPARE_TABLE.read_text().split("\n", 2)[2])
+    files[README] = readme
     return files
 
 
@@ -344,9 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--check", action="store_true", help="compare with the files instead of writing them")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
     args = parser.parse_args(argv)
     stale = []
-    for path, content in rendered().items():
+    for path, content in rendered(args.results).items():
         if args.check:
             if not path.exists() or path.read_text() != content:
                 stale.append(str(path.relative_to(ROOT)))

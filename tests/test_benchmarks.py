@@ -15,13 +15,14 @@ sys.path.insert(0, str(BENCHMARKS))  # what `python benchmarks/x.py` does: the s
 
 
 def test_guides_vs_pyro_quick_run(monkeypatch, capsys):
-    argv = ["guides_vs_pyro.py", "--quick", "--dims", "10"]
-    monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(BENCHMARKS / "guides_vs_pyro.py"), run_name="__main__")
-    out = capsys.readouterr().out
-    for heading in ("Seconds per SVI step", "Parameter count"):
-        assert heading in out
-    assert "spline_coupling" in out and "AutoNeuralSpline (default)" in out
+    outs = {}
+    for part in ("speed", "size"):
+        argv = ["guides_vs_pyro.py", "--quick", "--dims", "10", "--part", part]
+        monkeypatch.setattr(sys, "argv", argv)
+        runpy.run_path(str(BENCHMARKS / "guides_vs_pyro.py"), run_name="__main__")
+        outs[part] = capsys.readouterr().out
+    assert "Seconds per SVI step" in outs["speed"] and "spline_coupling" in outs["speed"]
+    assert "Parameter count" in outs["size"] and "AutoNeuralSpline (default)" in outs["size"]
 
 
 def test_fit_quality_quick_run(monkeypatch, capsys, tmp_path):
