@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import shutil
 import subprocess
 import sys
@@ -60,3 +61,37 @@ def test_pages_embed_the_figures_the_code_writes(site):
     assert "vae_digits_nsf_bernoulli.png" in pages["tutorials/vae.html"]
     for figure in ("pairs_funnel.png", "elbo_funnel.png", "vae_digits_nsf_bernoulli.png"):
         assert (site / "_images" / figure).stat().st_size > 5_000, figure
+
+
+ROOT = DOCS.parent
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md")), *sorted((DOCS / "tutorials").glob("*.md"))]
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def python_blocks(page: Path) -> list[str]:
+    """The fenced ``python`` blocks of a Markdown page, in order."""
+    return BLOCK.findall(page.read_text())
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if python_blocks(p)], ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_every_python_block_of_a_page_runs(page, tmp_path, monkeypatch):
+    """A page's code blocks run in order, in one namespace, as a reader would paste them."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__page__"}
+    for index, block in enumerate(python_blocks(page)):
+        exec(compile(block, f"{page.name}, python block {index + 1}", "exec"), namespace)
+
+
+def test_the_block_finder_sees_the_readmes_swap():
+    assert any("AutoNormal" in block for block in python_blocks(ROOT / "README.md"))
+
+
+def test_the_benchmark_tables_are_rendered_from_the_current_result_files():
+    """``benchmarks/tables.py --check``: every generated fragment and README block matches
+    what the result files give (run ``python benchmarks/tables.py`` after a benchmark)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tables.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

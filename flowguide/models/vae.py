@@ -73,8 +73,7 @@ class ConditionalDensity(nn.Module):
             Kingma et al.'s IAF). ``True``: on the standard noise, with the Gaussian's
             affine map last, :math:`z = \mu + \sigma \odot f(u; h)`, so the flow sees
             inputs of unit scale whatever the posterior's width (what a spline, whose
-            bins cover a fixed interval, needs to act at the posterior's scale). On the
-            digits VAE it shrank the test gap of every flow posterior (``docs/vae.md``).
+            bins cover a fixed interval, needs to act at the posterior's scale).
 
     Example:
         >>> density = ConditionalDensity(nn.Linear(5, 8), 8, 3, family="iaf", num_flows=2)
@@ -234,7 +233,7 @@ class FlowVAE(nn.Module):
             self.p_x = nn.Sequential(decoder_net, nn.Linear(hidden_dim, data_dim))
         else:
             family = "gaussian" if decoder == "gaussian" else "affine_coupling"
-            # the decoder's flow acts after its Gaussian, the order its bits/dim were measured in
+            # the decoder's flow acts after its Gaussian (``standardized=False``)
             self.p_x = ConditionalDensity(
                 decoder_net, hidden_dim, data_dim, family, decoder_flows, flow_hidden, standardized=False
             )

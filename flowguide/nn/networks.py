@@ -11,9 +11,8 @@ The output is multiplied by a fixed ``output_scale`` (default 0.1, about
 :math:`1/\sqrt{64}`). Adam moves every weight by about the learning rate per step,
 whatever the gradient's size, so in its first steps all weights of a wide last layer
 move together and the output jumps by up to ``width * lr``; inside a stack of coupling
-layers those jumps compound through the log-scales (measured: with factor 1, an affine
-coupling guide on a 3-site model went to NaN within 3 steps for 4 of 8 seeds at
-lr 0.02; with 0.1, none of 8).
+layers those jumps compound through the log-scales, and with a factor of 1 an affine
+coupling guide overflowed within its first steps at lr 0.02.
 
 A network can also store its weights in a smaller unit (:class:`UnitScaled`): the map
 is unchanged, but an optimizer's steps of about the learning rate then move each weight
@@ -50,10 +49,9 @@ __all__ = [
 ]
 
 #: Largest number of weights and biases a :class:`LinearStack` packs into one parameter
-#: by default (``pack=None``); above it each is a parameter of its own. Measured on the
-#: guides, one step of ``pyro.optim.Adam`` each (``benchmarks/packing.py``, 2-core CPU):
-#: packing saves 20-30% of a step at D = 10 (stacks of 5-12 k weights), is within noise
-#: at D = 200 (0.3-1.1 M) and costs 5-50% at D = 1000 (7-28 M).
+#: by default (``pack=None``); above it each is a parameter of its own. Chosen with
+#: ``benchmarks/packing.py``: packing saves time on small stacks, where Pyro's one
+#: optimizer per parameter dominates a step, and costs time on large ones.
 PACK_LIMIT = 2**20
 
 
