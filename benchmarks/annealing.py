@@ -1,6 +1,6 @@
 """Mode coverage with and without the annealed ELBO, on a two-mode target.
 
-    python benchmarks/annealing.py                     # 4 seeds, 2000 steps each (~5 min)
+    python benchmarks/annealing.py --out benchmarks/results/annealing.json  # 4 seeds (~5 min)
     python benchmarks/annealing.py --quick             # a smoke run (the test suite does this)
 
 The target is an equal mixture of N((-s, 0), I) and N((s, 0), I) in 2-D (``--separation``

@@ -1,6 +1,6 @@
 """Quality at equal wall-clock: what each guide reaches after the same number of seconds.
 
-    python benchmarks/equal_time.py                              # funnel and logistic, 60 s each
+    python benchmarks/equal_time.py --out benchmarks/results/equal_time.json  # funnel, logistic
     python benchmarks/equal_time.py --models funnel --seconds 30 --guides AutoNormal AutoIAF
     python benchmarks/equal_time.py --quick                      # a smoke run (the test suite does this)
 

@@ -1,6 +1,6 @@
 """Our flows against zuko's equivalents: ``rsample_and_log_prob`` throughput.
 
-    python benchmarks/flows_vs_zuko.py                        # D = 16 and 128, batch 1024
+    python benchmarks/flows_vs_zuko.py --out benchmarks/results/flows_vs_zuko.json  # D = 16, 128
     python benchmarks/flows_vs_zuko.py --quick                # a smoke run (the test suite does this)
 
 Each pair has the same depth (4 layers), conditioner widths (two hidden layers of

@@ -1,6 +1,6 @@
 """Conditioner weights packed in one parameter, or one parameter per weight and bias.
 
-    python benchmarks/packing.py --dims 10 200 --threads 1       # --out FILE: rows as JSON
+    python benchmarks/packing.py --threads 1 --out benchmarks/results/packing.json  # D = 10, 200
     python benchmarks/packing.py --dims 1000 --steps 10 --threads 2
     python benchmarks/packing.py --quick          # smoke run (the test suite does this)
 

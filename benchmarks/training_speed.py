@@ -1,6 +1,6 @@
 """Seconds per training step and throughput of flowguide's fit loop, CPU against CUDA.
 
-    python benchmarks/training_speed.py                 # every device present
+    python benchmarks/training_speed.py --out benchmarks/results/training_speed.json  # every device
     python benchmarks/training_speed.py --quick         # smoke run (the test suite does this)
 
 A flow guide on a 200-dimensional model (Bayesian linear regression with 500

@@ -184,7 +184,7 @@ def check_sites(trace: poutine.Trace, owner: str, subsampled_sites: SubsampledSi
                 f"which is subsampled ({frame.size} of {frame.full_size}): a joint flow would "
                 "share one density across minibatches, and subsampled_sites='error'. Pass "
                 "subsampled_sites='normal' for per-datum factors, or guide local latents with "
-                "an amortized guide (AutoGuideList) and keep global latents here."
+                "an amortized guide (flowguide.models.AmortizedLocalGuide) and keep global latents here."
             )
 
 

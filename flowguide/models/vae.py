@@ -12,7 +12,7 @@ layers take :math:`h` as the context of their conditioners (Kingma et al., 2016)
 
 :class:`AmortizedLocalGuide` is the posterior as a guide for the local latents of any
 Pyro model whose data live in a (subsampled) plate; combine it with a flow autoguide over
-the global latents in an ``AutoGuideList``.
+the global latents (blocked to them) in a guide function that calls both.
 
 References:
     Variational Inference with Normalizing Flows (Rezende and Mohamed, 2015), arXiv:1505.05770.

@@ -78,9 +78,10 @@ def shutdown() -> None:
 
     Registered at exit by :func:`init_from_env`. A process that exits while a peer's gloo
     connection is still open can be killed by ``SIGABRT`` as gloo's threads are torn
-    down; waiting at a barrier before destroying the group avoids it. A process leaving on an uncaught exception skips the
-    barrier (its peers are stopped by ``torchrun``), and gloo's barrier gives up after a
-    minute, so an exit never hangs on a peer that will not come.
+    down; waiting at a barrier before destroying the group avoids it. A process leaving
+    on an uncaught exception skips the barrier (its peers are stopped by ``torchrun``),
+    and gloo's barrier gives up after a minute, so an exit never hangs on a peer that
+    will not come.
 
     Example:
         >>> shutdown()  # one process, no group: nothing to leave
