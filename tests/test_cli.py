@@ -39,3 +39,50 @@ def test_unknown_choices_raise():
         run_demo("donut")
     with pytest.raises(ValueError, match="unknown flows"):
         run_demo("banana", ("maf",))
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["compare", "--device", "nosuch"], "--device"),
+        (["compare", "--device", "cuda:7"], "--device"),
+        (["compare", "--lr", "-1"], "--lr"),
+        (["compare", "--lr", "0"], "--lr"),
+        (["compare", "--lr", "nan"], "--lr"),
+        (["compare", "--threads", "-2"], "--threads"),
+        (["compare", "--steps", "-5"], "--steps"),
+        (["compare", "--num-particles", "0"], "--num-particles"),
+        (["compare", "--num-samples", "1.5"], "--num-samples"),
+        (["compare", "--reference-samples", "0"], "--reference-samples"),
+        (["compare", "--seed", "-1"], "--seed"),
+        (["demo", "--steps", "0"], "--steps"),
+        (["demo", "--device", "gpu"], "--device"),
+    ],
+)
+def test_a_bad_option_exits_2_naming_it(argv, option, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {option}:" in error and "Traceback" not in error
+
+
+def test_version_and_defaults_in_help(capsys):
+    import flowguide
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"flowguide {flowguide.__version__}"
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "(default: 1500)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_smoke_runs_do_not_overwrite_real_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    real = tmp_path / "outputs" / "demo_banana.png"
+    real.parent.mkdir()
+    real.write_bytes(b"a real figure")
+    assert main(["demo", "--smoke", "--flows", "planar"]) == 0
+    assert real.read_bytes() == b"a real figure"
+    assert (tmp_path / "outputs" / "smoke" / "demo_banana.png").stat().st_size > 10_000

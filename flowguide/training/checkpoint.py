@@ -20,9 +20,16 @@ __all__ = ["save_checkpoint", "load_checkpoint"]
 VERSION = 1
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, mode: int | None = None) -> Path:
     """Write ``state`` to ``path`` atomically (``torch.save`` to a temporary file, then
     ``os.replace``). Returns the path.
+
+    Arguments:
+        state: What to save.
+        path: The checkpoint file; its folder is created.
+        mode: The file's permission bits; default ``0o666`` less the process's umask, as
+            ``torch.save`` and ``open`` give a new file (the temporary file would be
+            ``0o600``). Pass ``0o600`` to keep a checkpoint private.
 
     Example:
         >>> import tempfile, pathlib
@@ -36,6 +43,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _default_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             torch.save({**state, "version": VERSION}, f)
             f.flush()
@@ -45,6 +53,13 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _default_mode() -> int:
+    """``0o666`` less the umask (read by setting it and putting it back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def load_checkpoint(

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import Tensor
@@ -67,30 +68,47 @@ def bad_gradients(named_params: Iterable[tuple[str, Tensor]]) -> list[str]:
     return [n for n, p in named_params if p.grad is not None and not torch.isfinite(p.grad).all()]
 
 
-def diagnose(model: Callable, guide: Callable, params: dict[str, Tensor], *args, **kwargs) -> str:
-    """Trace the guide and the model once and say which sample sites are non-finite: their
-    log-density, or the gradient of their log-density with respect to ``params``."""
+def diagnose(
+    model: Callable, guide: Callable, params: dict[str, Tensor], *args, attempts: int = 20, **kwargs
+) -> str:
+    """Trace the guide and the model again, up to ``attempts`` times (a site may be
+    non-finite for some draws only), and say which sample or factor sites are
+    non-finite: their log-density, or the gradient of their log-density with respect to
+    ``params``, naming the parameters whose gradient it is."""
+    for _ in range(attempts):
+        found = _traced_problems(model, guide, params, args, kwargs)
+        if found:
+            return "; ".join(found)
+    return f"no sample or factor site was non-finite in {attempts} new draws"
+
+
+def _traced_problems(model: Callable, guide: Callable, params: dict[str, Tensor], args, kwargs) -> list[str]:
     try:
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         model_trace.compute_log_prob()
         guide_trace.compute_log_prob()
     except (ValueError, RuntimeError) as error:  # a distribution refused a non-finite argument
-        return f"tracing the model and guide failed: {error}"
+        return [f"tracing the model and guide failed: {str(error).splitlines()[0]}"]
     found = []
     for where, trace in (("model", model_trace), ("guide", guide_trace)):
         for name, site in trace.nodes.items():
             if site["type"] == "sample" and "log_prob" in site:
-                problem = _site_problem(site["log_prob"], list(params.values()))
+                problem = _site_problem(site["log_prob"], params)
                 if problem:
-                    found.append(f"{where} site {name!r} ({problem})")
-    return "; ".join(found) if found else "no sample site is non-finite when traced again"
+                    kind = "factor site" if isinstance(site["fn"], dist.Unit) else "site"
+                    found.append(f"{where} {kind} {name!r} ({problem})")
+    return found
 
 
-def _site_problem(log_prob: Tensor, params: list[Tensor]) -> str:
+def _site_problem(log_prob: Tensor, params: dict[str, Tensor]) -> str:
     if not torch.isfinite(log_prob).all():
         return "non-finite log-density"
     if not log_prob.requires_grad:
         return ""
-    grads = torch.autograd.grad(log_prob.sum(), params, retain_graph=True, allow_unused=True)
-    return "non-finite gradient" if any(g is not None and not torch.isfinite(g).all() for g in grads) else ""
+    names = [name for name, p in params.items() if p.requires_grad]
+    grads = torch.autograd.grad(
+        log_prob.sum(), [params[n] for n in names], retain_graph=True, allow_unused=True
+    )
+    bad = [n for n, g in zip(names, grads, strict=True) if g is not None and not torch.isfinite(g).all()]
+    return f"non-finite gradient with respect to {bad}" if bad else ""

@@ -459,3 +459,43 @@ def test_a_tensor_registered_under_two_names_is_stepped_once():
     assert any(len(shared) > 1 for shared in names.values())  # the case this test is about
     params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
     assert len(params) == len({id(p) for p in params}) == len(names)
+
+
+def test_a_checkpoint_follows_the_umask_unless_a_mode_is_given(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_checkpoint({"step": 1}, tmp_path / "plain.pt")
+        save_checkpoint({"step": 1}, tmp_path / "private.pt", mode=0o600)
+        torch.save({}, tmp_path / "torch.pt")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"plain.pt": 0o644, "private.pt": 0o600, "torch.pt": 0o644}
+
+
+def test_the_guard_names_a_factor_that_is_non_finite_for_some_draws():
+    """A factor that is -inf for half the draws: one re-traced draw may miss it, so the
+    guard draws again until it finds it, and names it as a factor site."""
+
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.factor("cliff", torch.where(z > 0, torch.tensor(-float("inf")), torch.zeros(())))
+
+    pyro.set_rng_seed(0)
+    with pytest.raises(NonFiniteError, match=r"model factor site 'cliff' \(non-finite log-density\)"):
+        fit(model, AutoNormal(model), steps=50, device="cpu", progress=False, guard=NaNGuard(max_bad_steps=1))
+
+
+def test_the_guard_names_the_parameter_behind_a_non_finite_gradient():
+    def model():
+        w = pyro.param("w", torch.tensor(1.0))
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.factor("root", torch.sqrt(w - 1.0) + 0 * z)  # finite value, infinite slope
+
+    with pytest.raises(
+        NonFiniteError, match=r"factor site 'root' \(non-finite gradient with respect to \['w'\]\)"
+    ):
+        fit(model, AutoNormal(model), steps=20, device="cpu", progress=False, guard=NaNGuard(max_bad_steps=3))
