@@ -227,10 +227,12 @@ class Trainer:
             self.recipe_schedule.horizon = steps
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs: parameters, optimizer and scheduler state, RNG
-        states and the history."""
+        """Everything a resumed run needs: parameters, the buffers of the model and guide
+        (a flow guide's location unit, set by its Laplace start, shapes the computation),
+        optimizer and scheduler state, RNG states and the history."""
         return {
             "params": {name: p.detach().clone() for name, p in self.params.items()},
+            "buffers": {role: _buffers(module) for role, module in self._modules().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "rng": get_rng_state(),
@@ -246,6 +248,8 @@ class Trainer:
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(state["params"][name])
+        for role, module in self._modules().items():
+            _load_buffers(module, state.get("buffers", {}).get(role, {}), role)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -253,6 +257,14 @@ class Trainer:
         if self._advances and state.get("objective_step") is not None:
             self.elbo.step = state["objective_step"]
         set_rng_state(state["rng"])
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        """The model and guide where they are ``nn.Module``\\ s, by role."""
+        return {
+            role: module
+            for role, module in (("model", self.model), ("guide", self.guide))
+            if isinstance(module, torch.nn.Module)
+        }
 
     def save(self, path: str | Path | None = None) -> Path | None:
         """Write a checkpoint (rank 0 only); refuses to write non-finite parameters."""
@@ -480,6 +492,21 @@ class _SignalCatcher:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def _buffers(module: torch.nn.Module) -> dict[str, Tensor]:
+    """The persistent buffers of ``module`` (what its ``state_dict`` holds beyond parameters)."""
+    params = {name for name, _ in module.named_parameters()}
+    return {name: t.detach().clone() for name, t in module.state_dict().items() if name not in params}
+
+
+def _load_buffers(module: torch.nn.Module, buffers: dict[str, Tensor], role: str) -> None:
+    """Load saved buffers into ``module`` through ``load_state_dict`` (so modules that keep
+    a copy of a buffer, as :class:`~flowguide.nn.UnitScaled` does, refresh it)."""
+    ours = set(_buffers(module))
+    if ours - set(buffers):
+        raise ValueError(f"checkpoint lacks the {role}'s buffers {sorted(ours - set(buffers))}")
+    module.load_state_dict({**module.state_dict(), **{k: v for k, v in buffers.items() if k in ours}})
 
 
 def _resolve_recipe(guide: Callable, recipe: Recipe | str | None) -> Recipe | None:

@@ -499,3 +499,25 @@ def test_the_guard_names_the_parameter_behind_a_non_finite_gradient():
         NonFiniteError, match=r"factor site 'root' \(non-finite gradient with respect to \['w'\]\)"
     ):
         fit(model, AutoNormal(model), steps=20, device="cpu", progress=False, guard=NaNGuard(max_bad_steps=3))
+
+
+def test_resume_under_another_seed_keeps_the_laplace_starts_units(tmp_path):
+    """The default ``warm_start="auto"`` sets the head's location unit from a Laplace fit,
+    whose L-BFGS start (``init_to_median``) depends on the random state at construction.
+    A guide built under another seed has another unit; the checkpoint's wins."""
+    from flowguide.apps.exact import BetaBinomial
+
+    case = BetaBinomial()
+    straight = Trainer(case.model, fresh(model=case.model), device="cpu", progress=False)
+    straight.fit(*case.args, steps=30)
+    stop = [lambda step, loss, history: step == 12]
+    path = tmp_path / "ckpt.pt"
+    Trainer(
+        case.model, fresh(model=case.model), device="cpu", progress=False, checkpoint=path, callbacks=stop
+    ).fit(*case.args, steps=30)
+    other = fresh(seed=99, model=case.model).setup(*case.args)
+    unit = other.flow.head.elementwise.loc_unit
+    assert other.warm_started and not torch.equal(unit, straight.guide.flow.head.elementwise.loc_unit)
+    resumed = Trainer(case.model, other, device="cpu", progress=False).resume(path, *case.args)
+    resumed.fit(*case.args, steps=30)
+    assert resumed.history.losses == straight.history.losses
