@@ -46,6 +46,7 @@ from flowguide.autoguide.sites import (
     given_plates,
     hide_enumerated,
 )
+from flowguide.autoguide.state import DeferredModuleState, adopt_stored_parameters
 from flowguide.autoguide.summaries import PosteriorSummaries
 from flowguide.flows import Flow, FlowDistribution
 from flowguide.nn import UnitScaled
@@ -55,7 +56,7 @@ __all__ = ["AutoFlow"]
 InitLocFn = Callable[[dict], Tensor]
 
 
-class AutoFlow(PosteriorSummaries, AutoContinuous):
+class AutoFlow(DeferredModuleState, PosteriorSummaries, AutoContinuous):
     r"""Autoguide whose joint posterior over all latent sites is a normalizing flow.
 
     Arguments:
@@ -220,9 +221,13 @@ class AutoFlow(PosteriorSummaries, AutoContinuous):
 
     # ------------------------------------------------------------------ set-up
     def setup(self, *args: Any, **kwargs: Any) -> AutoFlow:
-        """Trace the model once and create every parameter; returns ``self``."""
+        """Trace the model once and create every parameter; returns ``self``. Once set up,
+        take any values loaded into Pyro's parameter store since (see
+        :mod:`~flowguide.autoguide.state`)."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
+        else:
+            self._read_stored_parameters()
         return self
 
     @property
@@ -266,6 +271,20 @@ class AutoFlow(PosteriorSummaries, AutoContinuous):
         plan.remember(args, kwargs)
         if self.latent_dim:
             self._setup_flow(survey, args, kwargs)
+        self._read_stored_parameters()
+        self._apply_deferred()
+
+    def _read_stored_parameters(self) -> None:
+        """Take the values Pyro's parameter store holds under the guide's names: the flow's
+        (which Pyro would leave alone) and the per-datum factors' (which Pyro reads at a
+        call; read here, so that summaries before one see them too)."""
+        if self.latent_dim:
+            adopt_stored_parameters(self, "flow")
+        if self.local_guide is not None:
+            with self._pyro_context:
+                local = self.local_guide
+                for name in self.plan.local:
+                    local._loc_scale(name)
 
     def _given_plates(self, args: tuple, kwargs: dict) -> set[str]:
         """Names of the plates the guide's ``create_plates`` (or its master's) gives."""
@@ -344,6 +363,8 @@ class AutoFlow(PosteriorSummaries, AutoContinuous):
             self._setup_prototype(*args, **kwargs)
         else:
             self.plan.check_shapes(None if self._model is None else self.model, args, kwargs)
+            if self.latent_dim:
+                adopt_stored_parameters(self, "flow")
         if self.latent_dim:
             result = super().forward(*args, **kwargs)  # creates the plates too
         else:
