@@ -41,8 +41,8 @@ def adopt_stored_parameters(guide: Any, module_name: str) -> list[str]:
         if key not in store:
             continue
         stored = store[key]
-        if stored is parameter:
-            continue
+        if stored is parameter or not isinstance(parameter, torch.nn.Parameter):
+            continue  # already the same; or read detached (an objective replaying the guide)
         if stored.shape != parameter.shape:
             raise ValueError(
                 f"Pyro's parameter store holds '{key}' of shape {tuple(stored.shape)}, but this "
