@@ -36,7 +36,7 @@ from torch import Tensor
 from flowguide.autoguide import laplace
 from flowguide.autoguide.head import Affine, AffineHead, HeadedFlow
 from flowguide.autoguide.local import LocalNormal
-from flowguide.autoguide.recipe import Recipe
+from flowguide.autoguide.recipe import Recipe, current_objective, sticks_the_landing
 from flowguide.autoguide.sites import (
     ModelSurvey,
     SitePlan,
@@ -84,8 +84,12 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, AutoContinuous):
             flow's parameters held fixed, so the gradient noise vanishes as
             :math:`q \to p`; values are unchanged. It costs one inverse pass per step,
             and is unbiased for ``Trace_ELBO``-type objectives but biased for
-            importance-weighted ones (``RenyiELBO``). ``None`` (default) follows the
-            recipe (``stl_max_dim``, ``stl_when_warm``); :attr:`uses_stl` tells.
+            importance-weighted ones: the guide reads the objective evaluating it and
+            turns it off under ``RenyiELBO`` (``stl=True`` is refused there) and under
+            flowguide's path-gradient objectives
+            (:func:`~flowguide.autoguide.recipe.sticks_the_landing`). Elsewhere ``None``
+            (default) follows the recipe (``stl_max_dim``, ``stl_when_warm``);
+            :attr:`uses_stl` tells.
         subsampled_sites: Latent sites inside a plate subsampled at set-up follow the
             minibatch, which a joint flow cannot: ``"normal"`` (default) gives each datum
             its own Gaussian factor (:mod:`~flowguide.autoguide.local`; log q stays
@@ -203,12 +207,18 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, AutoContinuous):
 
     @property
     def uses_stl(self) -> bool:
-        """Whether the ELBO's gradient sticks the landing (``stl``, or the recipe's default)."""
+        """Whether the ELBO's gradient sticks the landing under ``Trace_ELBO``-type objectives
+        (``stl``, or the recipe's default)."""
         if self.stl is not None:
             return self.stl
         if self.plan is None:
             return False
         return self.recipe.sticks_the_landing(self.latent_dim, self.warm_started)
+
+    def _sticks_the_landing(self, default: bool) -> bool:
+        """Whether this call's estimator sticks the landing: ``stl`` or ``default``, as the
+        objective evaluating the guide allows (:func:`~flowguide.autoguide.recipe.sticks_the_landing`)."""
+        return sticks_the_landing(self.stl, default, current_objective(), type(self).__name__)
 
     def __getstate__(self) -> dict:
         # Pyro's AutoGuide drops the model reference *from the live guide* when pickled;
@@ -346,7 +356,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, AutoContinuous):
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> FlowDistribution:
         """The flow distribution over the packed unconstrained latent vector."""
-        return self._require_flow()(stl=self.uses_stl)
+        return self._require_flow()(stl=self._sticks_the_landing(self.uses_stl))
 
     def _require_flow(self) -> HeadedFlow:
         """The flow, or a ``RuntimeError`` saying why there is none."""
@@ -374,7 +384,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, AutoContinuous):
             with ExitStack() as stack:
                 for frame in site["cond_indep_stack"]:
                     stack.enter_context(self.plates[frame.name])
-                result[name] = self.local_guide.sample(name, stl=self.stl is not False)
+                result[name] = self.local_guide.sample(name, stl=self._sticks_the_landing(True))
         return result
 
 

@@ -19,16 +19,25 @@ implementation behind :meth:`Recipe.pyro_optim` (for ``pyro.infer.SVI``) and beh
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from pyro.infer import Trace_ELBO
+from pyro.infer import ELBO, RenyiELBO, Trace_ELBO
 from pyro.optim import Adam, PyroOptim
 from torch import Tensor
 
-__all__ = ["Recipe", "RecipeAdam", "RecipeGuide", "RecipeSchedule"]
+__all__ = [
+    "PathGradientObjective",
+    "Recipe",
+    "RecipeAdam",
+    "RecipeGuide",
+    "RecipeSchedule",
+    "current_objective",
+    "sticks_the_landing",
+]
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,58 @@ class Recipe:
         if full_rate is None:
             return PyroOptim(RecipeAdam, args)
         return PyroOptim(RecipeAdam, lambda name: {**args, "full_rate": full_rate(name)})
+
+
+@runtime_checkable
+class PathGradientObjective(Protocol):
+    """An objective that differentiates the guide's log-density along the sample path itself
+    (flowguide's ``TraceSTL_ELBO`` and ``DReG_ELBO``): a guide's own sticking the landing
+    adds nothing to its gradient, only an inverse pass."""
+
+    computes_path_gradients: bool
+
+
+def current_objective() -> ELBO | None:
+    """The Pyro ELBO whose evaluation is calling the guide now (the nearest ELBO method on
+    the call stack), or ``None`` (a guide called by ``Predictive`` or by hand). Pyro's ELBOs
+    do not tell the guide which objective they compute; their methods do hold it as ``self``."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_varnames[:1] == ("self",):
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, ELBO):
+                return candidate
+        frame = frame.f_back
+    return None
+
+
+def sticks_the_landing(stl: bool | None, default: bool, objective: ELBO | None, owner: str) -> bool:
+    r"""Whether a guide sticks the landing under ``objective``.
+
+    Sticking the landing drops the score term :math:`\partial_\phi \log q_\phi(z)`,
+    whose expectation is zero under :math:`q`. That keeps ``Trace_ELBO``-type gradients
+    unbiased, but not those of an importance-weighted objective, whose weights make the
+    expectation differ (Tucker et al., 2019): under ``RenyiELBO`` with ``alpha != 1`` the
+    default is off and ``stl=True`` is refused. Under a :class:`PathGradientObjective` the
+    default is off too (it would add only an inverse pass). Elsewhere ``stl`` is taken as
+    given, and ``None`` means ``default`` (the recipe's).
+
+    References:
+        G. Tucker, D. Lawson, S. Gu, C. Maddison. Doubly Reparameterized Gradient
+        Estimators for Monte Carlo Objectives. ICLR 2019, arXiv:1810.04152.
+    """
+    if isinstance(objective, RenyiELBO) and objective.alpha != 1:
+        if stl:
+            raise ValueError(
+                f"{owner}: stl=True under RenyiELBO(alpha={objective.alpha}) gives biased gradients: "
+                "the path-only estimator is unbiased for the ELBO, not for an importance-weighted "
+                "bound. Pass stl=None (off under this objective) or False, or use "
+                "flowguide.infer.DReG_ELBO for the importance-weighted bound's low-variance gradient"
+            )
+        return False
+    if isinstance(objective, PathGradientObjective) and objective.computes_path_gradients:
+        return bool(stl)
+    return default if stl is None else stl
 
 
 @runtime_checkable

@@ -142,9 +142,12 @@ def detached_guide_log_probs(
 
 
 class _PathGradient:
-    """Mixin: remembers the guide module of the current call (for parameter detaching)."""
+    """Mixin: remembers the guide module of the current call (for parameter detaching).
+    Declares that the objective differentiates log q along the sample path itself (see
+    :class:`~flowguide.autoguide.recipe.PathGradientObjective`)."""
 
     _guide_module: nn.Module | None = None
+    computes_path_gradients = True
 
     def _remember(self, guide: Callable) -> None:
         owner = getattr(guide, "__self__", None)  # a bound method, e.g. FlowVAE.guide
