@@ -42,6 +42,7 @@ from flowguide.autoguide.sites import (
     SitePlan,
     SubsampledSites,
     check_local_plates,
+    check_observed,
     check_sites,
     given_plates,
     hide_enumerated,
@@ -54,6 +55,11 @@ from flowguide.nn import UnitScaled
 __all__ = ["AutoFlow"]
 
 InitLocFn = Callable[[dict], Tensor]
+
+
+class EmptyModelError(RuntimeError, ValueError):
+    """The model has no sample or param site (a ``RuntimeError``, as Pyro's
+    ``AutoContinuous`` raises, and a ``ValueError``: the input is wrong)."""
 
 
 class AutoFlow(DeferredModuleState, PosteriorSummaries, AutoContinuous):
@@ -265,7 +271,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, AutoContinuous):
         plan = SitePlan(self.prototype_trace, owner)
         survey = ModelSurvey(self.model, args, kwargs)
         if not plan.latent_dim and not plan.local and not survey.has_sites():
-            raise RuntimeError(f"{owner} found no sample or param site in the model: nothing to fit")
+            raise EmptyModelError(f"{owner} found no sample or param site in the model: nothing to fit")
         if self.warm_start == "laplace" and plan.local:
             raise ValueError(
                 f"{owner}: warm_start='laplace' fits the flow's sites given the data; latent "
@@ -273,6 +279,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, AutoContinuous):
                 "warm_start=None, or 'auto' (which skips subsampled models)"
             )
         check_local_plates(plan.local, survey, self._given_plates(args, kwargs), owner)
+        check_observed(survey, owner)
         self.plan, self.latent_dim = plan, plan.latent_dim
         self._unconstrained_shapes = plan.unconstrained_shapes  # what AutoContinuous's methods read
         self._cond_indep_stacks = plan.cond_indep_stacks

@@ -188,6 +188,24 @@ def check_sites(trace: poutine.Trace, owner: str, subsampled_sites: SubsampledSi
             )
 
 
+def check_observed(survey: ModelSurvey, owner: str) -> None:
+    """Refuse observed values the site's distribution cannot score (a ``torch.bool`` tensor
+    under a continuous or Bernoulli likelihood fails deep inside torch), naming the site."""
+    for name, site in survey.trace.nodes.items():
+        if site["type"] != "sample" or not site["is_observed"] or not isinstance(site["value"], Tensor):
+            continue
+        if site["value"].dtype != torch.bool:
+            continue
+        try:
+            site["fn"].log_prob(site["value"])
+        except (RuntimeError, TypeError) as error:
+            raise TypeError(
+                f"{owner}: observed site '{name}' holds a torch.bool value, which "
+                f"{type(site['fn']).__name__} cannot score ({str(error).splitlines()[0][:80]}); "
+                "cast the data, e.g. x.float()"
+            ) from error
+
+
 def check_local_plates(local: dict[str, dict], survey: ModelSurvey, given: set[str], owner: str) -> None:
     """Refuse a local site whose plate takes its minibatch from the model's arguments
     (``subsample=index``) when ``create_plates`` does not give the guide that plate

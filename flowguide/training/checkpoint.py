@@ -2,11 +2,14 @@
 
 A rename within one file system is atomic, so a reader (or a resumed run) sees either
 the previous complete checkpoint or the new complete one, never a torn file, even when
-the writer is killed mid-write.
+the writer is killed mid-write. The state is stored with its SHA-256, so a file damaged
+afterwards is refused by name rather than loaded with wrong numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -14,10 +17,46 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "check_writable",
+    "load_checkpoint",
+    "remove_stale_temporaries",
+    "save_checkpoint",
+]
 
-#: Format version written into every checkpoint.
-VERSION = 1
+#: Format version written into every checkpoint: 2 holds the state serialized with its SHA-256.
+VERSION = 2
+
+
+class CheckpointError(OSError):
+    """A checkpoint could not be written or read; the message names the file and why."""
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Make ``path``'s folder and write (then remove) a file there, or raise
+    :class:`CheckpointError` saying why: a run learns before its first step that it could
+    not save, not after an hour."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise CheckpointError(f"cannot write checkpoints to {path}: {error.strerror or error}") from error
+    return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> int:
+    """Remove the temporary files a writer of ``path`` killed mid-write left behind (the
+    checkpoint itself is never touched); returns how many. Call it where no other process
+    writes the same checkpoint: a trainer does, as it starts (rank 0 alone writes)."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, mode: int | None = None) -> Path:
@@ -39,16 +78,26 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, mode: int | 
         >>> load_checkpoint(folder / "ckpt.pt")["step"]
         3
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, _default_mode() if mode is None else mode)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        payload = buffer.getvalue()
         with os.fdopen(fd, "wb") as f:
-            torch.save({**state, "version": VERSION}, f)
+            torch.save(
+                {"version": VERSION, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, f
+            )
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:  # a full disk, a quota, a file too large
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {error.strerror or error}; the previous checkpoint "
+            "there, if any, is untouched"
+        ) from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -73,7 +122,22 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(state, dict) or state.get("version") != VERSION:
+    try:
+        container = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated or corrupted: torch raises several kinds
+        raise CheckpointError(
+            f"{path} is truncated or corrupted and cannot be read ({_why(error)})"
+        ) from error
+    if not isinstance(container, dict) or container.get("version") != VERSION:
         raise ValueError(f"{path} is not a flowguide checkpoint (version {VERSION})")
-    return state
+    payload = container.get("payload")
+    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != container.get("sha256"):
+        raise CheckpointError(
+            f"{path} is corrupted: its contents do not match the checksum written with them"
+        )
+    return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+
+
+def _why(error: Exception) -> str:
+    first = str(error).splitlines()[0][:200] if str(error) else "no detail"
+    return f"{type(error).__name__}: {first}"

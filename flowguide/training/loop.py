@@ -30,7 +30,12 @@ from torch import Tensor
 
 from flowguide.autoguide.recipe import Recipe, RecipeGuide, RecipeSchedule
 from flowguide.training import distributed
-from flowguide.training.checkpoint import load_checkpoint, save_checkpoint
+from flowguide.training.checkpoint import (
+    check_writable,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from flowguide.training.device import resolve_device, to_device
 from flowguide.training.guard import NaNGuard, NonFiniteError, all_finite, bad_gradients, diagnose
 
@@ -120,7 +125,10 @@ class Trainer:
             ``"auto"`` (default) takes the recipe's; ``None`` leaves gradients alone.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         guard: NaN guard settings; ``None`` turns the guard off.
-        checkpoint: Path of the checkpoint file (written atomically by rank 0).
+        checkpoint: Path of the checkpoint file (written atomically by rank 0; its folder
+            is checked for writing at once, and a failed write raises
+            :class:`~flowguide.training.checkpoint.CheckpointError` with the previous
+            checkpoint untouched).
         checkpoint_every: Write a checkpoint every this many steps (0: only at the end and
             on interruption).
         callbacks: Called as ``callback(step, loss, history)`` after each step; a truthy
@@ -174,7 +182,7 @@ class Trainer:
                 "flowguide.infer.DReG_ELBO"
             )
         self.guard, self.callbacks, self.progress = guard, list(callbacks), progress
-        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.checkpoint = None if checkpoint is None else check_writable(checkpoint)
         self.checkpoint_every = checkpoint_every
         self.loss_fn = _maybe_compiled(self.elbo.differentiable_loss, compile)
         self.params: dict[str, Tensor] = {}
@@ -184,6 +192,8 @@ class Trainer:
         self._signal: int | None = None
         self._bad = 0  # consecutive bad steps
         distributed.init_from_env()
+        if self.checkpoint is not None and distributed.is_main():
+            remove_stale_temporaries(self.checkpoint)  # left by a writer killed mid-write
         if isinstance(guide, torch.nn.Module):
             guide.to(self.device)
         if isinstance(model, torch.nn.Module):
