@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pyro
 import pytest
 import torch
 
@@ -23,15 +22,6 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 @pytest.fixture(scope="session")
 def dtype(request: pytest.FixtureRequest) -> torch.dtype:
     return getattr(torch, request.config.getoption("--dtype"))
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    """Each test starts from seed 0 and an empty Pyro parameter store: a guide whose
-    parameter names are in the store takes the stored values (Pyro's rule), so a test
-    would otherwise start from what an earlier test trained."""
-    torch.manual_seed(0)
-    pyro.clear_param_store()
 
 
 @pytest.fixture

@@ -269,7 +269,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, AutoContinuous):
         owner = type(self).__name__
         check_sites(self.prototype_trace, owner, self.subsampled_sites)
         plan = SitePlan(self.prototype_trace, owner)
-        survey = ModelSurvey(self.model, args, kwargs)
+        survey = ModelSurvey(self._bare_model[0] or self.model, args, kwargs)  # no init_loc_fn run
         if not plan.latent_dim and not plan.local and not survey.has_sites():
             raise EmptyModelError(f"{owner} found no sample or param site in the model: nothing to fit")
         if self.warm_start == "laplace" and plan.local:

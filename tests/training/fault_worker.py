@@ -95,7 +95,7 @@ def result(checkpoint: Path | None, steps: int, api: str) -> None:
     print(json.dumps({"losses": history.losses, "params": digest(t)}))
 
 
-def killloop(folder: Path, kills: int, seed: int, steps: int = 1500) -> None:
+def killloop(folder: Path, kills: int, seed: int, steps: int = 800) -> None:
     rng = random.Random(seed)
     path = folder / "ckpt.pt"
     reference = trainer(None, seed=0)
@@ -109,7 +109,7 @@ def killloop(folder: Path, kills: int, seed: int, steps: int = 1500) -> None:
                 run(trainer(path, seed=0 if fresh_start else 99, every=1), steps, "fit", path)
             finally:
                 os._exit(0)
-        time.sleep(rng.uniform(0.05, 0.4))
+        time.sleep(rng.uniform(0.03, 0.25))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         counts["injected"] += 1

@@ -44,13 +44,25 @@ def test_fifty_kills_during_checkpoint_writes_lose_nothing(tmp_path):
     assert counts["temp_files_left"] <= 1  # a killed write's temporary file is removed at the next start
 
 
+STEPS = 30
+
+
+@pytest.fixture(scope="module")
+def uninterrupted() -> dict[str, dict]:
+    """Each API's run without a fault, as JSON (losses and a digest of the parameters)."""
+    runs = {api: worker("result", "-", STEPS, api) for api in ("fit", "loader")}
+    for run in runs.values():
+        assert run.returncode == 0, run.stderr[-2000:]
+    return {api: json.loads(run.stdout) for api, run in runs.items()}
+
+
 @pytest.mark.parametrize("api", ["fit", "loader"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_mid_run_writes_a_checkpoint_and_the_resume_is_exact(tmp_path, signum, api):
+def test_a_signal_mid_run_writes_a_checkpoint_and_the_resume_is_exact(tmp_path, signum, api, uninterrupted):
     """The signal lands mid-run (mid-epoch for ``fit_loader``); the step in progress ends,
     a checkpoint is written, the process exits; resuming in a new process finishes the run
     exactly as the uninterrupted one."""
-    path, steps = tmp_path / "ckpt.pt", 30
+    path, steps = tmp_path / "ckpt.pt", STEPS
     command = [sys.executable, str(WORKER), "train", str(path), str(steps), api]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     for line in process.stdout:
