@@ -131,6 +131,8 @@ class Trainer:
             checkpoint untouched).
         checkpoint_every: Write a checkpoint every this many steps (0: only at the end and
             on interruption).
+        checkpoint_mode: The checkpoint file's permission bits; default ``0o666`` less the
+            umask, as ``torch.save`` gives (``0o600`` keeps it private).
         callbacks: Called as ``callback(step, loss, history)`` after each step; a truthy
             return value stops training.
         progress: Progress bar with the running ELBO; ``None`` shows it on a terminal only.
@@ -152,6 +154,7 @@ class Trainer:
         guard: NaNGuard | None = DEFAULT_GUARD,
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 0,
+        checkpoint_mode: int | None = None,
         callbacks: Sequence[Callback] = (),
         progress: bool | None = None,
         compile: bool = False,
@@ -184,6 +187,7 @@ class Trainer:
         self.guard, self.callbacks, self.progress = guard, list(callbacks), progress
         self.checkpoint = None if checkpoint is None else check_writable(checkpoint)
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_mode = checkpoint_mode
         self.loss_fn = _maybe_compiled(self.elbo.differentiable_loss, compile)
         self.params: dict[str, Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
@@ -285,7 +289,7 @@ class Trainer:
         if bad:
             raise NonFiniteError(f"refusing to checkpoint non-finite parameters {bad}")
         self.history.checkpoint = path
-        return save_checkpoint(self.state_dict(), path)
+        return save_checkpoint(self.state_dict(), path, mode=self.checkpoint_mode)
 
     def resume(self, path: str | Path, *args, **kwargs) -> Trainer:
         """Set up with the model's arguments, then load the checkpoint at ``path``."""
@@ -576,7 +580,7 @@ def fit(
         steps: Total steps (a resumed run continues to this count).
         resume: A checkpoint to continue from.
         **options: Keyword arguments of :class:`Trainer` (``optimizer``, ``loss``,
-            ``scheduler``, ``device``, ``guard``, ``checkpoint``, ``checkpoint_every``,
+            ``scheduler``, ``device``, ``guard``, ``checkpoint``, ``checkpoint_every``, ``checkpoint_mode``,
             ``callbacks``, ``progress``, ``compile``) and the model's keyword arguments
             under ``model_kwargs``.
 
