@@ -210,18 +210,12 @@ def equal_time(record: dict) -> str:
     s = record["settings"]
     cells = []
     for r in record["rows"]:
+        if not r.get("finite", True):  # the fit went non-finite: no scores
+            cells.append([r["model"], r["guide"], r["steps"], "diverged", "", "", ""])
+            continue
         kl = "" if r.get("kl") is None else f"{r['kl']:.3f}"
-        cells.append(
-            [
-                r["model"],
-                r["guide"],
-                r["steps"],
-                f"{r['elbo']:.3f}",
-                f"{r['iwae']:.3f}",
-                f"{r['khat']:.2f}",
-                kl,
-            ]
-        )
+        scores = [f"{r['elbo']:.3f}", f"{r['iwae']:.3f}", f"{r['khat']:.2f}", kl]
+        cells.append([r["model"], r["guide"], r["steps"], *scores])
     return (
         f"Each guide trained by SVI (Adam {s['lr']}, {s['particles']} particles) for {s['seconds']} s, then "
         f"scored from {s['samples']} draws.\n\n"
