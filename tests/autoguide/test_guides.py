@@ -348,27 +348,27 @@ def test_one_dimensional_latent_trains_under_jit(name):
     assert all(math.isfinite(svi.step()) for _ in range(3))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("guide_class", [AutoPlanarFlow, AutoIAF, AutoNeuralSpline, AutoAffineCoupling])
 def test_posterior_moments_match_the_exact_conjugate_posterior(guide_class):
     """After training, posterior means, standard deviations and correlations match the exact ones.
 
-    The correlations (about -0.4 here) are what a mean-field guide cannot get; the
-    tolerances leave room for reverse KL's underdispersion at this budget (mean-field's
-    standard deviations would be 16-22% low).
+    The correlations (about -0.4 here) are what a mean-field guide cannot get, and its
+    standard deviations would be 16-22% low. With the default Laplace start every flow
+    guide is within Monte Carlo error of the exact moments after a few hundred steps
+    (20,000 draws: about 0.01 standard deviations), so the tolerances are a few times that.
     """
     case = ConjugateRegression(dim=3, num_data=10)
     torch.manual_seed(0)
     guide = guide_class(case.model)  # defaults: depth and widths as users get them
-    steps = 2000
+    steps = 500
     optimizer = ClippedAdam({"lr": 1e-2, "lrd": 0.05 ** (1 / steps)})
     svi = SVI(case.model, guide, optimizer, Trace_ELBO(num_particles=8, vectorize_particles=True))
     for _ in range(steps):
         svi.step(*case.args)
     draws = guide.sample_posterior(20_000, *case.args)["w"].double()
     mean, std = case.posterior_mean["w"], case.posterior_std["w"]
-    assert ((draws.mean(0) - mean).abs() / std).max() < 0.2, (draws.mean(0), mean)
-    assert ((draws.std(0) / std) - 1).abs().max() < 0.2, (draws.std(0), std)
+    assert ((draws.mean(0) - mean).abs() / std).max() < 0.05, (draws.mean(0), mean)
+    assert ((draws.std(0) / std) - 1).abs().max() < 0.05, (draws.std(0), std)
     cov = case._posterior()[1]
     exact_corr = cov / torch.outer(std, std)
-    assert (torch.corrcoef(draws.T) - exact_corr).abs().max() < 0.1, (torch.corrcoef(draws.T), exact_corr)
+    assert (torch.corrcoef(draws.T) - exact_corr).abs().max() < 0.04, (torch.corrcoef(draws.T), exact_corr)

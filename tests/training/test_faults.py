@@ -72,11 +72,9 @@ def test_a_signal_mid_run_writes_a_checkpoint_and_the_resume_is_exact(tmp_path, 
     out, err = process.communicate(timeout=120)
     assert process.returncode == 3 and "interrupted" in out, err[-3000:]
     assert 7 <= load_checkpoint(path)["history"].step < steps
-    resumed, straight = worker("result", path, steps, api), worker("result", "-", steps, api)
-    assert resumed.returncode == 0 and straight.returncode == 0, (
-        resumed.stderr[-2000:] + straight.stderr[-2000:]
-    )
-    assert json.loads(resumed.stdout) == json.loads(straight.stdout)
+    resumed = worker("result", path, steps, api)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout) == uninterrupted[api]
 
 
 def _small_disk(folder: Path, size_kb: int) -> bool:
