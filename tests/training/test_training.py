@@ -375,6 +375,7 @@ def test_minibatch_fit_resumes_mid_epoch(tmp_path):
     assert resumed.losses == straight.history.losses
 
 
+@pytest.mark.slow
 def test_the_guides_schedule_leaves_per_datum_local_factors_at_the_full_rate():
     """Each local factor moves only when its datum is in the minibatch (a quarter of the
     steps here): under the recipe's decay to 1% this run stalled at standard deviations
@@ -422,6 +423,7 @@ if is_main():
 """
 
 
+@pytest.mark.slow
 def test_two_processes_train_per_datum_local_factors_to_the_posterior(tmp_path):
     """Each datum's factor lives on the process whose shard holds it; the averaged gradient
     is then the global-batch gradient, and both replicas stay equal."""
