@@ -79,15 +79,16 @@ def _common(command: argparse.ArgumentParser, out_help: str) -> None:
     )
 
 
+def _command(commands, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` shows each option's default."""
+    return commands.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowguide", description=__doc__)
     parser.add_argument("--version", action="version", version=f"flowguide {flowguide.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo",
-        help="fit each flow family to a 2-D target and print the ELBO",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    demo = _command(commands, "demo", "fit each flow family to a 2-D target and print the ELBO")
     demo.add_argument("--target", choices=sorted(TARGETS), default="banana", help="the 2-D target")
     demo.add_argument("--flows", nargs="+", choices=sorted(FLOWS), default=list(FLOWS), help="flows to fit")
     demo.add_argument("--steps", type=_positive(int), default=1000, help="Adam steps per flow")
@@ -98,11 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_compare(commands) -> None:
-    compare = commands.add_parser(
-        "compare",
-        help="train several guides on a bundled model and compare them",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    compare = _command(commands, "compare", "train several guides on a bundled model and compare them")
     compare.add_argument("--model", choices=sorted(BUNDLED_MODELS), default="funnel", help="bundled model")
     compare.add_argument("--guides", nargs="+", choices=list(GUIDES), default=list(GUIDES), help="guides")
     compare.add_argument("--steps", type=_positive(int), default=1500, help="training steps per guide")
