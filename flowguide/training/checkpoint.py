@@ -38,14 +38,20 @@ def check_writable(path: str | os.PathLike) -> Path:
     :class:`CheckpointError` saying why: a run learns before its first step that it could
     not save, not after an hour."""
     path = Path(path)
+    fd, probe = _temporary(path, ".probe")
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def _temporary(path: Path, suffix: str) -> tuple[int, str]:
+    """Make ``path``'s folder and a new hidden file beside ``path`` (``mkstemp``), or raise
+    :class:`CheckpointError` saying why."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as error:
         raise CheckpointError(f"cannot write checkpoints to {path}: {error.strerror or error}") from error
-    return path
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> int:
@@ -78,8 +84,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, mode: int | 
         >>> load_checkpoint(folder / "ckpt.pt")["step"]
         3
     """
-    path = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path = Path(path)
+    fd, tmp = _temporary(path, ".tmp")  # fails as check_writable does, without a probe file per save
     try:
         os.chmod(tmp, _default_mode() if mode is None else mode)
         buffer = io.BytesIO()
