@@ -26,19 +26,20 @@ __all__ = ["main"]
 SMOKE_OUT = Path("outputs") / "smoke"
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
-    """An argparse type: a positive ``int`` or finite ``float``."""
+def _number(kind: type, zero: bool = False) -> Callable[[str], int | float]:
+    """An argparse type: a finite ``int`` or ``float`` above zero (at least zero with ``zero``)."""
+    what = f"{'non-negative' if zero else 'positive'} {kind.__name__}"
 
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}") from None
+        if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+            raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}")
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"
+    parse.__name__ = what
     return parse
 
 
@@ -59,21 +60,12 @@ def _device(text: str) -> str:
     return text
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
 def _common(command: argparse.ArgumentParser, out_help: str) -> None:
     """The options both commands take."""
-    command.add_argument("--seed", type=_seed, default=0, help="seed set before each guide or flow")
+    seed = _number(int, zero=True)
+    command.add_argument("--seed", type=seed, default=0, help="seed set before each guide or flow")
     command.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda")
-    command.add_argument("--threads", type=_positive(int), default=None, help="torch CPU threads")
+    command.add_argument("--threads", type=_number(int), default=None, help="torch CPU threads")
     command.add_argument(
         "--out", type=Path, default=None, help=f"{out_help} (default: outputs, or {SMOKE_OUT} with --smoke)"
     )
@@ -91,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = _command(commands, "demo", "fit each flow family to a 2-D target and print the ELBO")
     demo.add_argument("--target", choices=sorted(TARGETS), default="banana", help="the 2-D target")
     demo.add_argument("--flows", nargs="+", choices=sorted(FLOWS), default=list(FLOWS), help="flows to fit")
-    demo.add_argument("--steps", type=_positive(int), default=1000, help="Adam steps per flow")
+    demo.add_argument("--steps", type=_number(int), default=1000, help="Adam steps per flow")
     _common(demo, "folder for the figure")
     demo.add_argument("--smoke", action="store_true", help="a few steps only, to check the pipeline")
     _add_compare(commands)
@@ -102,9 +94,9 @@ def _add_compare(commands) -> None:
     compare = _command(commands, "compare", "train several guides on a bundled model and compare them")
     compare.add_argument("--model", choices=sorted(BUNDLED_MODELS), default="funnel", help="bundled model")
     compare.add_argument("--guides", nargs="+", choices=list(GUIDES), default=list(GUIDES), help="guides")
-    compare.add_argument("--steps", type=_positive(int), default=1500, help="training steps per guide")
-    compare.add_argument("--lr", type=_positive(float), default=1e-2, help="Adam's learning rate")
-    compare.add_argument("--num-particles", type=_positive(int), default=8, help="ELBO particles per step")
+    compare.add_argument("--steps", type=_number(int), default=1500, help="training steps per guide")
+    compare.add_argument("--lr", type=_number(float), default=1e-2, help="Adam's learning rate")
+    compare.add_argument("--num-particles", type=_number(int), default=8, help="ELBO particles per step")
     compare.add_argument(
         "--schedule",
         choices=list(get_args(Schedule)),
@@ -113,7 +105,7 @@ def _add_compare(commands) -> None:
         "and gradient clamp (a flow guide's own, the default recipe for Pyro's guides)",
     )
     compare.add_argument(
-        "--num-samples", type=_positive(int), default=4000, help="guide draws for the ELBO, IWAE, k-hat"
+        "--num-samples", type=_number(int), default=4000, help="guide draws for the ELBO, IWAE, k-hat"
     )
     compare.add_argument(
         "--reference",
@@ -122,7 +114,7 @@ def _add_compare(commands) -> None:
         help="posterior draws to score against: NUTS, exact (models that observe nothing), auto, none",
     )
     compare.add_argument(
-        "--reference-samples", type=_positive(int), default=1000, help="NUTS draws (and warm-up steps)"
+        "--reference-samples", type=_number(int), default=1000, help="NUTS draws (and warm-up steps)"
     )
     _common(compare, "folder for the table and figures")
     compare.add_argument("--no-progress", action="store_true", help="no progress bars")
