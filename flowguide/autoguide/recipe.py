@@ -139,7 +139,14 @@ class Recipe:
 class PathGradientObjective(Protocol):
     """An objective that differentiates the guide's log-density along the sample path itself
     (flowguide's ``TraceSTL_ELBO`` and ``DReG_ELBO``): a guide's own sticking the landing
-    adds nothing to its gradient, only an inverse pass."""
+    adds nothing to its gradient, only an inverse pass.
+
+    Example:
+        >>> from pyro.infer import Trace_ELBO
+        >>> from flowguide.infer import TraceSTL_ELBO
+        >>> [isinstance(objective, PathGradientObjective) for objective in (TraceSTL_ELBO(), Trace_ELBO())]
+        [True, False]
+    """
 
     computes_path_gradients: bool
 
@@ -147,7 +154,22 @@ class PathGradientObjective(Protocol):
 def current_objective() -> ELBO | None:
     """The Pyro ELBO whose evaluation is calling the guide now (the nearest ELBO method on
     the call stack), or ``None`` (a guide called by ``Predictive`` or by hand). Pyro's ELBOs
-    do not tell the guide which objective they compute; their methods do hold it as ``self``."""
+    do not tell the guide which objective they compute; their methods do hold it as ``self``.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> from pyro.infer import RenyiELBO
+        >>> seen = []
+        >>> def model():
+        ...     pyro.sample("x", dist.Normal(0.0, 1.0))
+        >>> def guide():
+        ...     seen.append(type(current_objective()).__name__)
+        ...     pyro.sample("x", dist.Normal(0.0, 1.0))
+        >>> _ = RenyiELBO(alpha=0.5).loss(model, guide)
+        >>> guide()
+        >>> seen[0], seen[-1]
+        ('RenyiELBO', 'NoneType')
+    """
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_varnames[:1] == ("self",):
@@ -172,6 +194,15 @@ def sticks_the_landing(stl: bool | None, default: bool, objective: ELBO | None, 
     References:
         G. Tucker, D. Lawson, S. Gu, C. Maddison. Doubly Reparameterized Gradient
         Estimators for Monte Carlo Objectives. ICLR 2019, arXiv:1810.04152.
+
+    Example:
+        >>> from pyro.infer import RenyiELBO, Trace_ELBO
+        >>> [sticks_the_landing(None, True, objective, "G") for objective in (Trace_ELBO(), RenyiELBO(0.5))]
+        [True, False]
+        >>> sticks_the_landing(True, True, RenyiELBO(0.5), "G")
+        Traceback (most recent call last):
+        ...
+        ValueError: G: stl=True under RenyiELBO(alpha=0.5) gives biased gradients: ...
     """
     if isinstance(objective, RenyiELBO) and objective.alpha != 1:
         if stl:

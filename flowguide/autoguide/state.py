@@ -31,7 +31,20 @@ __all__ = ["DeferredModuleState", "adopt_stored_parameters"]
 def adopt_stored_parameters(guide: Any, module_name: str) -> list[str]:
     """Copy the values Pyro's parameter store holds under the names of ``guide.<module_name>``'s
     parameters into them, and make the store hold the parameters themselves; returns the
-    names adopted. Refuses a stored value of another shape, naming it."""
+    names adopted. Refuses a stored value of another shape, naming it.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> from flowguide import AutoIAF
+        >>> def model():
+        ...     pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        >>> guide = AutoIAF(model, num_flows=1, hidden_dims=(4,)).setup()
+        >>> name, parameter = next(iter(guide.flow.named_parameters()))
+        >>> key = param_with_module_name("AutoIAF.flow", name)  # Pyro's name for it
+        >>> pyro.get_param_store()[key] = torch.full_like(parameter, 0.5)  # as a load() leaves it
+        >>> key in adopt_stored_parameters(guide, "flow"), bool((parameter == 0.5).all())
+        (True, True)
+    """
     module = getattr(guide, module_name)
     store = pyro.get_param_store()
     prefix = f"{guide._pyro_name}.{module_name}" if guide._pyro_name else module_name  # Pyro's naming
@@ -73,6 +86,15 @@ class DeferredModuleState:
 
     The guide supplies ``prototype_trace`` (``None`` before set-up), ``setup(*args)`` and
     ``_bare_model``, and calls :meth:`_apply_deferred` at the end of its set-up.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> from flowguide import AutoIAF
+        >>> def model():
+        ...     pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        >>> guide = AutoIAF(model, num_flows=1, hidden_dims=(4,)).double()  # before set-up
+        >>> {p.dtype for p in guide.setup().parameters()}
+        {torch.float64}
     """
 
     _deferred: dict[str, Any] | None = None

@@ -30,13 +30,33 @@ VERSION = 2
 
 
 class CheckpointError(OSError):
-    """A checkpoint could not be written or read; the message names the file and why."""
+    """A checkpoint could not be written or read; the message names the file and why.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> damaged = pathlib.Path(tempfile.mkdtemp()) / "ckpt.pt"
+        >>> _ = damaged.write_bytes(b"not a checkpoint")
+        >>> try:
+        ...     load_checkpoint(damaged)
+        ... except CheckpointError as error:
+        ...     print("ckpt.pt is truncated or corrupted" in str(error))
+        True
+    """
 
 
 def check_writable(path: str | os.PathLike) -> Path:
     """Make ``path``'s folder and write (then remove) a file there, or raise
     :class:`CheckpointError` saying why: a run learns before its first step that it could
-    not save, not after an hour."""
+    not save, not after an hour.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> check_writable(folder / "runs" / "ckpt.pt") == folder / "runs" / "ckpt.pt"
+        True
+        >>> sorted(p.name for p in (folder / "runs").iterdir())  # the probe is gone
+        []
+    """
     path = Path(path)
     fd, probe = _temporary(path, ".probe")
     os.close(fd)
@@ -57,7 +77,16 @@ def _temporary(path: Path, suffix: str) -> tuple[int, str]:
 def remove_stale_temporaries(path: str | os.PathLike) -> int:
     """Remove the temporary files a writer of ``path`` killed mid-write left behind (the
     checkpoint itself is never touched); returns how many. Call it where no other process
-    writes the same checkpoint: a trainer does, as it starts (rank 0 alone writes)."""
+    writes the same checkpoint: a trainer does, as it starts (rank 0 alone writes).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".ckpt.pt.abc123.tmp").write_bytes(b"half a write")
+        >>> path = save_checkpoint({"step": 1}, folder / "ckpt.pt")
+        >>> remove_stale_temporaries(path), sorted(p.name for p in folder.iterdir())
+        (1, ['ckpt.pt'])
+    """
     path = Path(path)
     stale = list(path.parent.glob(f".{path.name}.*.tmp"))
     for tmp in stale:
