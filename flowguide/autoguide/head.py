@@ -110,6 +110,14 @@ class HeadedFlow(Flow):
         u = torch.randn(count, self.dim, generator=generator, device=loc.device, dtype=loc.dtype)
         return torch.cat([u, -u]) if antithetic else u
 
+    def draws(self, num_samples: int, seed: int | None = None, antithetic: bool = False) -> Tensor:
+        """Draws ``(N, D)`` of the latent from :meth:`base_draws` of the same arguments."""
+        return self.transform()(self.base_draws(num_samples, seed, antithetic))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        r"""Exact :math:`\log q(z)` at any point (through the inverse)."""
+        return self().log_prob(z)
+
     def moments(self, num_samples: int, seed: int = 0) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation of the flow from ``num_samples`` antithetic draws
         (see :meth:`AffineHead.moments`)."""

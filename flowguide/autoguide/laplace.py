@@ -35,6 +35,7 @@ from flowguide.autoguide.sites import SitePlan
 
 __all__ = [
     "NoJointDensity",
+    "REJECTED_BY_ELBO",
     "Start",
     "WarmStart",
     "choose_start",
@@ -51,6 +52,10 @@ __all__ = [
 WarmStart = Literal["laplace", "auto"] | None
 
 LogJoint = Callable[[Tensor], Tensor]
+
+#: How :func:`choose_start` begins its reason where the Laplace fit exists but its ELBO lost
+#: to the cold start's (rather than there being no Laplace fit).
+REJECTED_BY_ELBO = "the Laplace start's ELBO"
 
 
 class NoJointDensity(ValueError):
@@ -208,9 +213,7 @@ def choose_start(
     if isinstance(laplace, Start) and mode == "auto":
         cold_elbo, warm_elbo = gaussian_elbo(log_p, cold), gaussian_elbo(log_p, laplace)
         if not warm_elbo >= cold_elbo:
-            laplace = (
-                f"the Laplace start's ELBO ({warm_elbo:.4g}) is below the cold start's ({cold_elbo:.4g})"
-            )
+            laplace = f"{REJECTED_BY_ELBO} ({warm_elbo:.4g}) is below the cold start's ({cold_elbo:.4g})"
     if isinstance(laplace, str):
         return cold, laplace
     return laplace, None

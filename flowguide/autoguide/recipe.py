@@ -29,6 +29,8 @@ from pyro.infer import ELBO, RenyiELBO, Trace_ELBO
 from pyro.optim import Adam, PyroOptim
 from torch import Tensor
 
+from flowguide.infer.stratified import StratifiedELBO
+
 __all__ = [
     "PathGradientObjective",
     "Recipe",
@@ -102,14 +104,16 @@ class Recipe:
         return latent_dim <= self.stl_max_dim or (self.stl_when_warm and warm_started)
 
     def elbo(self, **options: Any) -> Trace_ELBO:
-        """``Trace_ELBO`` with :attr:`particles`, vectorized; ``options`` pass on and override.
+        """:class:`~flowguide.infer.StratifiedELBO` (``Trace_ELBO`` for a single flow, summed
+        over the components for a mixture) with :attr:`particles` (per component),
+        vectorized; ``options`` pass on and override.
 
         Example:
             >>> elbo = Recipe().elbo(max_plate_nesting=0)
             >>> elbo.num_particles, elbo.vectorize_particles
             (8, True)
         """
-        return Trace_ELBO(**{"num_particles": self.particles, "vectorize_particles": True, **options})
+        return StratifiedELBO(**{"num_particles": self.particles, "vectorize_particles": True, **options})
 
     def pyro_optim(
         self, num_steps: int, lr: float = 1e-2, full_rate: Callable[[str], bool] | None = None

@@ -23,7 +23,8 @@ class PosteriorSummaries:
 
     The guide supplies ``setup(*args, **kwargs)``, ``prototype_trace``, ``latent_dim``,
     ``num_summary_samples``, ``plan`` (a :class:`~flowguide.autoguide.sites.SitePlan`),
-    ``flow`` (a :class:`~flowguide.autoguide.head.HeadedFlow`) and ``local_guide``.
+    ``flow`` (a :class:`~flowguide.autoguide.head.HeadedFlow`, or a
+    :class:`~flowguide.autoguide.mixture.FlowMixture` of them) and ``local_guide``.
     """
 
     def _require_setup(self) -> None:
@@ -41,7 +42,7 @@ class PosteriorSummaries:
         self.setup(*args, **kwargs)
         result = {}
         if self.latent_dim:
-            result = self.plan.constrain(self.flow.transform()(self.flow.base_draws(num_samples)))
+            result = self.plan.constrain(self.flow.draws(num_samples))
         if self.local_guide is not None:
             result.update(self.local_guide.sample_full(num_samples))
         return result
@@ -68,8 +69,7 @@ class PosteriorSummaries:
             raise ValueError(f"quantiles must be a 1-D sequence of numbers in [0, 1], got {quantiles!r}")
         result = {}
         if self.latent_dim:
-            u = self.flow.base_draws(self.num_summary_samples, seed=0, antithetic=True)
-            latent = self.flow.transform()(u)
+            latent = self.flow.draws(self.num_summary_samples, seed=0, antithetic=True)
             result = self.plan.constrain(torch.quantile(latent, qs.to(latent), dim=0))  # (Q, D)
         if self.local_guide is not None:
             result.update(self.local_guide.quantiles(qs))
@@ -120,7 +120,7 @@ class PosteriorSummaries:
         batch = self.plan.value_batch(values)
         latent, log_q = self.plan.unconstrain(values, batch)
         if latent is not None:
-            log_q = log_q + self.flow().log_prob(latent)
+            log_q = log_q + self.flow.log_prob(latent)
         for name in self.plan.local:
             log_q = log_q + self.local_guide.log_density(name, values[name], len(batch))
         return torch.as_tensor(log_q)  # 0 for a model without latent sites
