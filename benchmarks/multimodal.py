@@ -265,8 +265,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 def run_unimodal(args: argparse.Namespace) -> list[dict]:
     """Components and set-up time on fit_quality's targets, and identity with no search."""
     rows = []
-    for name, make in EXACT_MODELS.items():
-        case = make()
+    for name in args.unimodal_targets:
+        case = EXACT_MODELS[name]()
         for family, guide_class in GUIDES.items():
             params = []
             for options in ({}, {"mode_search": None}):
@@ -311,6 +311,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--identity-steps", type=int, default=200)
+    parser.add_argument(
+        "--unimodal-targets", nargs="+", choices=list(EXACT_MODELS), default=list(EXACT_MODELS)
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--jobs", type=int, default=1, help="processes sharing the (target, seed) pairs")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
@@ -320,6 +323,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         args.targets, args.seeds, args.steps, args.samples, args.identity_steps = ["gmm3"], [0], 4, 200, 2
         args.methods = ["iaf", "iaf_single_annealed", "zuko_nsf"]
+        args.unimodal_targets = ["beta_binomial", "banana"]
     rows = run_unimodal(args) if args.part == "unimodal" else run(args)
     save_rows(
         args.out, args, rows, benchmark="multimodal" if args.part == "multimodal" else "multimodal_unimodal"

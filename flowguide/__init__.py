@@ -9,6 +9,7 @@ from flowguide.autoguide import (
     AutoIAF,
     AutoNeuralSpline,
     AutoPlanarFlow,
+    ModeSearch,
     Recipe,
 )
 from flowguide.flows import (
@@ -30,6 +31,7 @@ __all__ = [
     "AutoPlanarFlow",
     "Flow",
     "FlowDistribution",
+    "ModeSearch",
     "Recipe",
     "__version__",
     "affine_coupling_flow",

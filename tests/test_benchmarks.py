@@ -95,13 +95,23 @@ def test_equal_time_quick_run(monkeypatch, capsys, tmp_path):
         assert row["kl"] == pytest.approx(-row["elbo"])  # the funnel's log Z is 0
 
 
-def test_annealing_quick_run(monkeypatch, capsys, tmp_path):
-    out_file = tmp_path / "anneal.json"
-    monkeypatch.setattr(sys, "argv", ["annealing.py", "--quick", "--out", str(out_file)])
-    runpy.run_path(str(BENCHMARKS / "annealing.py"), run_name="__main__")
+def test_multimodal_quick_run(monkeypatch, capsys, tmp_path):
+    out_file = tmp_path / "multimodal.json"
+    monkeypatch.setattr(sys, "argv", ["multimodal.py", "--quick", "--out", str(out_file)])
+    runpy.run_path(str(BENCHMARKS / "multimodal.py"), run_name="__main__")
     rows = json.loads(out_file.read_text())["rows"]
-    assert [r["variant"] for r in rows] == ["plain", "annealed"]
-    assert all(0 <= r["mass_right"] <= 1 and math.isfinite(r["kl"]) for r in rows)
+    assert [r["method"] for r in rows] == ["iaf", "iaf_single_annealed", "zuko_nsf"]
+    assert rows[0]["components"] == 3 and rows[0]["true_masses"] == pytest.approx([1 / 3] * 3, abs=0.01)
+    assert all(0 <= r["mass_error"] <= 1 and math.isfinite(r["kl"]) for r in rows)
+
+
+def test_multimodal_unimodal_quick_run(monkeypatch, capsys, tmp_path):
+    out_file = tmp_path / "unimodal.json"
+    argv = ["multimodal.py", "--quick", "--part", "unimodal", "--out", str(out_file)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(BENCHMARKS / "multimodal.py"), run_name="__main__")
+    rows = json.loads(out_file.read_text())["rows"]
+    assert len(rows) == 4 and all(r["components"] == 1 and r["identical_fit"] for r in rows)
 
 
 def test_packing_quick_run(monkeypatch, capsys, tmp_path):

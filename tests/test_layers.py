@@ -1,6 +1,7 @@
 """The library's layers: a module imports only from its own package and the layers below it.
 
-transforms -> nn -> flows -> autoguide / infer / models -> diagnostics -> training -> apps,
+transforms -> nn -> flows -> infer / models -> autoguide -> diagnostics -> training -> apps
+(the autoguides train with objectives of ``infer``: a mixture's recipe is its stratified ELBO),
 with ``flowguide._extras`` (optional dependencies) below them all and the package's
 ``__init__`` and ``__main__`` above them all.
 """
@@ -18,12 +19,12 @@ LAYERS = {
     "transforms": 1,
     "nn": 2,
     "flows": 3,
-    "autoguide": 4,
     "infer": 4,
     "models": 4,
-    "diagnostics": 5,
-    "training": 6,
-    "apps": 7,
+    "autoguide": 5,
+    "diagnostics": 6,
+    "training": 7,
+    "apps": 8,
 }
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE or p.stem in LAYERS)
 

@@ -34,15 +34,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions import constraints
 from torch import Tensor
 
 from flowguide._extras import require
 from flowguide.apps.exact import BananaModel, Funnel
+
+_EMPTY = torch.Size()
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -51,7 +54,9 @@ __all__ = [
     "DiabetesHierarchical",
     "EightSchools",
     "ExactModelView",
+    "GaussianMixture",
     "Pair",
+    "TwoModes",
     "bundled_model",
 ]
 
@@ -327,6 +332,63 @@ def _banana() -> ExactModelView:
     )
 
 
+class GaussianMixture(dist.TorchDistribution):
+    r""":math:`\sum_k w_k N(z; \mu_k, \sigma_k^2 I)` on :math:`\mathbb R^D`, with an
+    unconstrained support (torch's ``MixtureSameFamily`` has a support Pyro's autoguides
+    cannot transform).
+
+    Arguments:
+        weights: :math:`w`, shape ``(K,)``, summing to one.
+        locs: :math:`\mu`, shape ``(K, D)``.
+        scales: :math:`\sigma`, shape ``(K,)``.
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.real_vector
+
+    def __init__(self, weights: Tensor, locs: Tensor, scales: Tensor) -> None:
+        self.weights, self.locs, self.scales = weights, locs, scales
+        super().__init__(torch.Size(), locs.shape[-1:], validate_args=False)
+
+    def sample(self, sample_shape: torch.Size = _EMPTY) -> Tensor:
+        shape = torch.Size(sample_shape)
+        picks = torch.multinomial(self.weights, max(shape.numel(), 1), replacement=True)
+        noise = torch.randn(len(picks), self.locs.shape[-1], dtype=self.locs.dtype)
+        return (self.locs[picks] + self.scales[picks, None] * noise).reshape(shape + self.event_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        normal = dist.Normal(self.locs, self.scales.unsqueeze(-1)).to_event(1)
+        return (normal.log_prob(value.unsqueeze(-2)) + self.weights.log()).logsumexp(-1)
+
+
+@dataclass
+class TwoModes:
+    r"""A 2-D posterior of two separated modes of unequal mass; :math:`\log Z = 0`.
+
+    .. math::
+        p(z) = 0.3\, N\big(z; (-3, 0), I\big) + 0.7\, N\big(z; (3, 1), 0.5^2 I\big),
+
+    a model without data whose prior on ``z`` is this mixture (:class:`GaussianMixture`), as
+    the funnel and the banana are. A guide fitted by reverse KL from one start covers one
+    mode; the mode search of the flow guides finds both (``guide.modes``), and their mixture
+    covers them.
+    """
+
+    name: str = "two_modes"
+    description: str = "Two separated modes of mass 0.3 and 0.7 in 2-D: mode search and mixtures"
+    args: tuple = ()
+    log_z: float = 0.0
+    pairs: list = field(default_factory=lambda: [(("z", 0), ("z", 1))])
+
+    @property
+    def observed(self) -> dict[str, Tensor]:
+        return {}
+
+    def model(self) -> None:
+        locs, scales = torch.tensor([[-3.0, 0.0], [3.0, 1.0]]), torch.tensor([1.0, 0.5])
+        pyro.sample("z", GaussianMixture(torch.tensor([0.3, 0.7]), locs, scales))
+
+
 #: The models ``flowguide compare`` runs, by name: zero-argument constructors.
 BUNDLED_MODELS: dict[str, Callable[[], BundledModel]] = {
     "funnel": _funnel,
@@ -334,6 +396,7 @@ BUNDLED_MODELS: dict[str, Callable[[], BundledModel]] = {
     "eight_schools": EightSchools,
     "logistic": BreastCancerLogistic,
     "hierarchical": DiabetesHierarchical,
+    "two_modes": TwoModes,
 }
 """Constructors of the bundled models, keyed by name."""
 

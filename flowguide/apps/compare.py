@@ -24,7 +24,6 @@ from typing import Literal, get_args
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from torch import Tensor
 
@@ -33,6 +32,7 @@ from flowguide.apps.bundled import bundled_model
 from flowguide.apps.plots import plot_elbo_traces, plot_pairs
 from flowguide.autoguide import (
     AutoAffineCoupling,
+    AutoFlow,
     AutoIAF,
     AutoNeuralSpline,
     AutoPlanarFlow,
@@ -47,6 +47,7 @@ from flowguide.diagnostics import (
     psis_diagnostic,
 )
 from flowguide.diagnostics.importance import max_plate_nesting
+from flowguide.infer import StratifiedELBO
 from flowguide.training import fit
 
 __all__ = [
@@ -79,7 +80,9 @@ GUIDES: dict[str, Callable] = {
 
 @dataclass
 class GuideReport:
-    """One row of the comparison; ``losses`` is the training trace (negative ELBO per step)."""
+    """One row of the comparison; ``losses`` is the training trace (negative ELBO per step).
+    ``modes`` says, for a flow guide whose mode search found several modes, how many and
+    how many of them the trained guide misses (:meth:`~flowguide.AutoFlow.mode_coverage`)."""
 
     guide: str
     elbo: float
@@ -93,6 +96,7 @@ class GuideReport:
     kl: float | None = None
     mean_error: float | None = None
     std_error: float | None = None
+    modes: str | None = None
     losses: list[float] = field(default_factory=list, repr=False)
 
 
@@ -109,10 +113,11 @@ def train_guide(
 ) -> tuple[list[float], float]:
     """Fit ``guide`` with :func:`flowguide.training.fit`: Adam at ``lr`` (with
     ``schedule="recipe"``, the guide's recipe of rate decay and gradient clamp, see
-    :func:`recipe_for`) on ``Trace_ELBO`` with ``num_particles`` vectorized particles;
+    :func:`recipe_for`) on :class:`~flowguide.infer.StratifiedELBO` (``Trace_ELBO`` for
+    every guide but a mixture of flows) with ``num_particles`` vectorized particles;
     return the losses and seconds per step. The progress bar is shown on a terminal only,
     and never when ``progress`` is false."""
-    elbo = Trace_ELBO(
+    elbo = StratifiedELBO(
         num_particles=num_particles,
         vectorize_particles=True,
         max_plate_nesting=max_plate_nesting(model, *args),
@@ -159,6 +164,9 @@ def evaluate_guide(
         num_params=sum(p.numel() for p in guide.parameters()),
         kl=None if log_z is None else log_z - float(log_w.mean()),
     )
+    if isinstance(guide, AutoFlow) and len(guide.modes) > 1:
+        coverage = guide.mode_coverage()
+        report.modes = f"{len(coverage)} ({sum(row.missing for row in coverage)} missed)"
     if reference is not None:
         errors = posterior_errors(reference, draws.samples).values()
         report.mean_error = max(e[0] for e in errors)
@@ -247,6 +255,7 @@ COLUMNS = (
     ("iwae", "IWAE", "{:.3f}"),
     ("kl", "KL(q‖p)", "{:.3f}"),
     ("khat", "k-hat", "{:.2f}"),
+    ("modes", "modes", "{}"),
     ("ess", "ESS", "{:.0f}"),
     ("mean_error", "mean err (sd)", "{:.2f}"),
     ("std_error", "std err (sd)", "{:.2f}"),

@@ -1,7 +1,9 @@
-"""Flow autoguides for Pyro's SVI: the guide, its site plan, Laplace start, head and recipe."""
+"""Flow autoguides for Pyro's SVI: the guide, its site plan, Laplace start, mode search,
+mixture, head and recipe."""
 
 from flowguide.autoguide.families import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
 from flowguide.autoguide.guides import AutoFlow
+from flowguide.autoguide.modes import ModeSearch
 from flowguide.autoguide.recipe import Recipe, RecipeGuide
 
 __all__ = [
@@ -10,6 +12,7 @@ __all__ = [
     "AutoIAF",
     "AutoNeuralSpline",
     "AutoPlanarFlow",
+    "ModeSearch",
     "Recipe",
     "RecipeGuide",
 ]

@@ -107,9 +107,12 @@ def log_joint(model: Callable, plan: SitePlan, latent: Tensor, args: tuple, kwar
     return trace.log_prob_sum() + log_jacobian
 
 
-def laplace_map(log_p: LogJoint, init: Tensor, max_iter: int = 1000) -> Tensor | None:
+def laplace_map(
+    log_p: LogJoint, init: Tensor, max_iter: int = 1000, tolerance_grad: float = 1e-7
+) -> Tensor | None:
     """Maximize ``log_p`` over a vector by L-BFGS from ``init``; ``None`` if it diverges or
-    the model rejects a point on the way (as for an unbounded density).
+    the model rejects a point on the way (as for an unbounded density). ``max_iter`` and
+    ``tolerance_grad`` are L-BFGS's (a coarse search takes fewer and looser).
 
     Only the vector is differentiated: parameters the model reads are left untouched.
 
@@ -119,7 +122,9 @@ def laplace_map(log_p: LogJoint, init: Tensor, max_iter: int = 1000) -> Tensor |
         tensor([2., 2., 2.])
     """
     x = init.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([x], max_iter=max_iter, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [x], max_iter=max_iter, tolerance_grad=tolerance_grad, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> Tensor:
         loss = -log_p(x)

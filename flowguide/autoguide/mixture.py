@@ -10,7 +10,11 @@ the mode search (:mod:`~flowguide.autoguide.modes`). A draw picks its component
 the component is its own auxiliary, non-reparameterized site of log-density
 :math:`\log w_k`, and the latent's site scores :math:`\log q(z) - \log w_k`, so that the
 two sum to the exact :math:`\log q(z)`. Under ``Trace_ELBO`` the component's
-score-function term keeps the weights' gradient unbiased;
+score-function term gives the weights their gradient: Pyro weights it by the model's
+log-density less the model sites' guide densities, which leaves out the auxiliary
+latent's :math:`-\log q(z)`, so the latent's site adds the missing
+:math:`-\log q(z)\, \nabla \log w_k` through a term of value zero, and the estimator
+:math:`\nabla f + f\, \nabla \log w_k`, :math:`f = \log p(x,z) - \log q(z)`, is unbiased;
 :class:`~flowguide.infer.StratifiedELBO` instead takes every component in turn,
 
 .. math::
@@ -138,9 +142,9 @@ class FlowMixture(nn.Module):
         draws = self.draws(num_samples, seed=seed, antithetic=True)
         return draws.mean(0), draws.std(0)
 
-    def forward(self, component: Tensor) -> ComponentDraw:
+    def forward(self, component: Tensor, score_term: bool = False) -> ComponentDraw:
         """The latent's distribution given each draw's component (see :class:`ComponentDraw`)."""
-        return ComponentDraw(self, component)
+        return ComponentDraw(self, component, score_term)
 
 
 class ComponentDraw(dist.TorchDistribution):
@@ -151,18 +155,21 @@ class ComponentDraw(dist.TorchDistribution):
     Arguments:
         mixture: The mixture.
         component: Component indices (long), whose shape is the batch shape.
+        score_term: Add :math:`(\log w_k - \overline{\log w_k})\, \overline{\log q(z)}`
+            to the score (value zero; bars are stop-gradients), so that ``Trace_ELBO``'s
+            score-function estimator of the weights' gradient is unbiased (module docstring).
     """
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, mixture: FlowMixture, component: Tensor) -> None:
-        self.mixture, self.component = mixture, component
+    def __init__(self, mixture: FlowMixture, component: Tensor, score_term: bool = False) -> None:
+        self.mixture, self.component, self.score_term = mixture, component, score_term
         super().__init__(component.shape, torch.Size([mixture.dim]), validate_args=False)
 
     def expand(self, batch_shape: torch.Size, _instance=None) -> ComponentDraw:
-        return ComponentDraw(self.mixture, self.component.expand(batch_shape))
+        return ComponentDraw(self.mixture, self.component.expand(batch_shape), self.score_term)
 
     def rsample(self, sample_shape: torch.Size = _EMPTY) -> Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
@@ -176,7 +183,11 @@ class ComponentDraw(dist.TorchDistribution):
         return out.reshape(shape + self.event_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        return self.mixture.log_prob(value) - self.mixture.log_weights()[self.component]
+        log_q = self.mixture.log_prob(value)
+        log_w = self.mixture.log_weights()[self.component]
+        if not self.score_term:
+            return log_q - log_w
+        return log_q - log_w.detach() + (log_w - log_w.detach()) * log_q.detach()
 
 
 class MixtureDistribution(dist.TorchDistribution):

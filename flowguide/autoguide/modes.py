@@ -2,8 +2,9 @@ r"""Mode search at set-up: L-BFGS from several starts, merged maxima, and their 
 
 A reverse-KL fit from one Laplace start stays on the mode that start found. The search
 runs the Laplace fit (:mod:`~flowguide.autoguide.laplace`) from the ``init_loc_fn`` point,
-from prior draws and from over-dispersed points around the first mode, within a time
-budget (:class:`ModeSearch`), and merges maxima that are the same mode: two maxima
+from over-dispersed points around the first mode, and from the prior draws of highest log
+joint among many scored in one vectorized pass (a narrow mode has a small basin but a high
+density), within a time budget (:class:`ModeSearch`), and merges maxima that are the same mode: two maxima
 :math:`\hat z_i, \hat z_j` with Laplace factors :math:`S_i, S_j` are one mode where
 
 .. math::
@@ -38,12 +39,13 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.transforms import biject_to
 from torch import Tensor
 
-from flowguide.autoguide.laplace import LogJoint, Start, laplace_approximation
+from flowguide.autoguide.laplace import LogJoint, Start, laplace_approximation, laplace_map
 from flowguide.autoguide.sites import SitePlan
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "find_modes",
     "prior_starts",
     "same_mode",
+    "screened_starts",
 ]
 
 
@@ -65,7 +68,8 @@ class ModeSearch:
 
     Attributes:
         starts: L-BFGS starts in all, the ``init_loc_fn`` point included; the others are
-            split between prior draws and over-dispersed points around the first mode.
+            split between over-dispersed points around the first mode and screened prior
+            draws (``screen_draws``).
         time_budget: Seconds after which no further start is begun (the first always
             runs, and a started search finishes), so set-up takes about this long at most
             beyond one Laplace fit per start begun.
@@ -76,6 +80,11 @@ class ModeSearch:
         max_components: At most this many components for ``components="auto"``.
         mass_draws: Importance draws per mode for the mass estimate (only where there are
             several modes).
+        screen_draws: Prior draws scored by the log joint in one vectorized pass; the
+            best of them, each at least a quarter of the draws' spread from the others,
+            are starts. A narrow mode has a small basin that few random starts reach, but
+            its density is high, so a screened draw finds it. Models that do not
+            vectorize over a batch of draws get plain prior draws instead.
         seed: Seed of the starts' and the mass estimate's draws (the global random state
             is left as it was).
 
@@ -90,10 +99,11 @@ class ModeSearch:
     min_mass: float = 0.02
     max_components: int = 4
     mass_draws: int = 128
+    screen_draws: int = 1024
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("starts", "max_components", "mass_draws"):
+        for name in ("starts", "max_components", "mass_draws", "screen_draws"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"ModeSearch.{name} must be a positive integer, got {value!r}")
@@ -193,6 +203,70 @@ def prior_starts(
     return draws
 
 
+def screened_starts(
+    model: Callable, plan: SitePlan, args: tuple, kwargs: dict, count: int, search: ModeSearch
+) -> list[Tensor]:
+    """The ``count`` best of ``search.screen_draws`` prior draws by the log joint in
+    unconstrained space, each at least 0.25 (in units of the draws' standard deviation per
+    coordinate) from those chosen before; plain :func:`prior_starts` where the model does
+    not vectorize over a batch of draws."""
+    if count < 1:
+        return []
+    try:
+        draws, scores = _screen(model, plan, args, kwargs, search)
+    except (NotImplementedError, ValueError, RuntimeError, KeyError, IndexError):
+        return prior_starts(model, plan, args, kwargs, count, search.seed)
+    keep = torch.isfinite(scores) & torch.isfinite(draws).all(-1)
+    draws, scores = draws[keep], scores[keep]
+    if not len(draws):
+        return prior_starts(model, plan, args, kwargs, count, search.seed)
+    unit = draws.std(0).clamp_min(1e-12) if len(draws) > 1 else torch.ones_like(draws[0])
+    chosen: list[Tensor] = []
+    for index in scores.argsort(descending=True):
+        point = draws[index]
+        if all(((point - other) / unit).norm() > 0.25 for other in chosen):
+            chosen.append(point)
+            if len(chosen) == count:
+                break
+    return chosen
+
+
+def _screen(model: Callable, plan: SitePlan, args: tuple, kwargs: dict, search: ModeSearch) -> tuple:
+    """Prior draws ``(M, D)`` of the flow's sites and their log joints with the constraints'
+    log-Jacobians, from one trace of the model under a plate of ``M`` draws."""
+    nesting = max(
+        (-frame.dim for _, site in plan.flow_sites() for frame in site["cond_indep_stack"]), default=0
+    )
+    count, dim = search.screen_draws, -nesting - 1
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(search.seed + 3)
+        with poutine.block(), pyro.plate("_mode_screen", count, dim=dim):
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
+        trace.compute_log_prob()
+        scores = sum(
+            _per_draw(site["log_prob"], dim, count)
+            for site in trace.nodes.values()
+            if site["type"] == "sample"
+        )
+        parts = []
+        for name, site in plan.flow_sites():
+            value = trace.nodes[name]["value"]
+            transform = biject_to(site["fn"].support)
+            unconstrained = transform.inv(value)
+            scores = scores + _per_draw(transform.log_abs_det_jacobian(unconstrained, value), dim, count)
+            if unconstrained.numel() != count * plan.unconstrained_shapes[name].numel():
+                raise ValueError(f"site '{name}' did not vectorize over the screening draws")
+            parts.append(unconstrained.reshape(count, -1))
+    return torch.cat(parts, -1), scores
+
+
+def _per_draw(log_prob: Tensor, dim: int, count: int) -> Tensor:
+    """A site's log-density summed to one value per screening draw (the draws at ``dim``)."""
+    if log_prob.dim() < -dim or log_prob.shape[dim] != count:
+        return log_prob.sum().expand(count)
+    return log_prob.movedim(dim, 0).reshape(count, -1).sum(-1)
+
+
 def dispersed_starts(first: Start, count: int, dispersion: float, seed: int) -> list[Tensor]:
     """``count`` points :math:`\\hat z + c\\, S \\epsilon` around the first mode."""
     generator = torch.Generator().manual_seed(seed + 1)
@@ -227,7 +301,12 @@ def find_modes(
     for init in starts:
         if time.perf_counter() - began > search.time_budget:
             break
-        mode = _laplace_mode(log_p, init)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Encountered NaN")
+            point = laplace_map(log_p, init, max_iter=30, tolerance_grad=1e-3)  # coarse: cheap
+        if point is None or any(_within_one_sd(other.start, point) for other in modes):
+            continue  # no maximum, or one already known: no Hessian needed
+        mode = _laplace_mode(log_p, point)  # polished, with its Laplace factor
         if mode is None:
             continue
         twin = next((i for i, other in enumerate(modes) if same_mode(other.start, mode.start)), None)
@@ -240,6 +319,12 @@ def find_modes(
     masses = _masses(log_p, modes, search)
     modes = [replace(mode, mass=float(mass)) for mode, mass in zip(modes, masses, strict=True)]
     return sorted(modes, key=lambda mode: -mode.mass)
+
+
+def _within_one_sd(mode: Start, point: Tensor) -> bool:
+    """Whether ``point`` lies within one standard deviation of ``mode`` in its Laplace metric."""
+    gap = (point - mode.loc).unsqueeze(-1)
+    return bool(torch.linalg.solve_triangular(mode.scale_tril, gap, upper=False).norm() < 1)
 
 
 def _laplace_mode(log_p: LogJoint, init: Tensor) -> Mode | None:

@@ -19,7 +19,12 @@ from pyro.infer import (
 from flowguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
 from flowguide.apps.exact import BetaBinomial, ConjugateRegression, DirichletMultinomial
 
-SMALL = {"num_flows": 2, "hidden_dims": (16,)}
+#: Small flows. The mode search is off: its cost at set-up (up to seconds) would multiply
+#: across the suite, and these tests are about other things; ``test_modes.py`` tests the
+#: search, and with it off a guide is set up exactly as before the search existed.
+SMALL = {"num_flows": 2, "hidden_dims": (16,), "mode_search": None}
+#: Small flows with the default mode search.
+SEARCHING = {"num_flows": 2, "hidden_dims": (16,)}
 
 
 GUIDES = {

@@ -31,6 +31,7 @@ LATENT_SHAPES = {
     "eight_schools": {"mu": (), "tau": (), "theta": (8,)},
     "logistic": {"w": (30,), "b": ()},
     "hierarchical": {"mu_beta": (8,), "tau": (), "sigma": (), "beta": (6, 8), "alpha": (6,)},
+    "two_modes": {"z": (2,)},
 }
 """Every latent site of every bundled model, with its shape in a single draw."""
 
@@ -40,10 +41,18 @@ PLATES = {
     "eight_schools": {"theta": ("school",), "y": ("school",)},
     "logistic": {"y": ("data",)},
     "hierarchical": {"beta": ("group",), "alpha": ("group",), "y": ("data",)},
+    "two_modes": {},
 }
 """The named plates each sample site sits in; a site not listed sits in none."""
 
-LOG_Z = {"funnel": 0.0, "banana": 0.0, "eight_schools": None, "logistic": None, "hierarchical": None}
+LOG_Z = {
+    "funnel": 0.0,
+    "banana": 0.0,
+    "eight_schools": None,
+    "logistic": None,
+    "hierarchical": None,
+    "two_modes": 0.0,
+}
 
 
 def _trace(case, device: torch.device, dtype: torch.dtype) -> poutine.Trace:

@@ -49,7 +49,8 @@ def trainer(checkpoint: Path | None, seed: int, every: int = 0, callbacks=()) ->
     from the checkpoint."""
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    guide = AutoIAF(regression, num_flows=2, hidden_dims=(16,))
+    # no mode search: the kills are timed against the steps and the writes, not the set-up
+    guide = AutoIAF(regression, num_flows=2, hidden_dims=(16,), mode_search=None)
     return Trainer(
         regression,
         guide,
