@@ -9,7 +9,7 @@ fig=docs/_static/figures
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$fig"
-for model in funnel banana; do
+for model in funnel banana two_modes; do
   .venv/bin/flowguide compare --model "$model" --out "$work" --no-progress --threads 2 "$@"
   cp "$work/compare_$model.md" "$work/pairs_$model.png" "$fig/"
 done

@@ -71,11 +71,8 @@ class MultimodalGuide:
         if not found:
             return start, reason
         best = self._head_start(found[0], start)
-        worse = not start.laplace and not laplace.gaussian_elbo(log_p, best) >= laplace.gaussian_elbo(
-            log_p, cold
-        )
-        if worse:  # the init_loc_fn point had no Laplace fit, and the mode found elsewhere loses to it
-            return start, reason
+        if not start.laplace and laplace.gaussian_elbo(log_p, best) < laplace.gaussian_elbo(log_p, cold):
+            return start, reason  # the only modes found lose to the cold start
         self.modes, self._primary_start = tuple(found), start
         return best, None
 
