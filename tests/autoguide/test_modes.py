@@ -171,6 +171,17 @@ def _exact_elbo_gradient(guide) -> torch.Tensor:
     return torch.autograd.grad(elbo, guide.flow.logits)[0]
 
 
+def _logit_gradients(elbo, model, guide, count: int) -> torch.Tensor:
+    """``count`` estimates of d(loss)/d(logits) from seed 0, stacked."""
+    pyro.set_rng_seed(0)
+    estimates = []
+    for _ in range(count):
+        guide.flow.logits.grad = None
+        elbo.loss_and_grads(model, guide)
+        estimates.append(guide.flow.logits.grad.clone())
+    return torch.stack(estimates)
+
+
 @pytest.mark.parametrize("objective", ["stratified", "trace_elbo"])
 def test_the_mixture_weight_gradient_is_unbiased(objective):
     """Mean of many estimates of d(-ELBO)/d(logits) against quadrature of the exact ELBO."""
@@ -181,13 +192,7 @@ def test_the_mixture_weight_gradient_is_unbiased(objective):
         if objective == "stratified"
         else Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=0)
     )
-    pyro.set_rng_seed(0)
-    estimates = []
-    for _ in range(300):
-        guide.flow.logits.grad = None
-        loss.loss_and_grads(model, guide)
-        estimates.append(guide.flow.logits.grad.clone())
-    estimates = torch.stack(estimates)
+    estimates = _logit_gradients(loss, model, guide, 300)
     error = (estimates.mean(0) - exact).abs()
     standard_error = estimates.std(0) / math.sqrt(len(estimates))
     assert (error < 4 * standard_error + 1e-3).all(), (estimates.mean(0), exact, standard_error)
@@ -198,13 +203,7 @@ def test_the_stratified_gradient_has_less_variance_than_the_score_function():
     spreads = []
     for loss in (StratifiedELBO, Trace_ELBO):
         elbo = loss(num_particles=8, vectorize_particles=True, max_plate_nesting=0)
-        pyro.set_rng_seed(0)
-        grads = []
-        for _ in range(100):
-            guide.flow.logits.grad = None
-            elbo.loss_and_grads(model, guide)
-            grads.append(guide.flow.logits.grad.clone())
-        spreads.append(float(torch.stack(grads).std(0).sum()))
+        spreads.append(float(_logit_gradients(elbo, model, guide, 100).std(0).sum()))
     assert spreads[0] < 0.75 * spreads[1]
 
 
