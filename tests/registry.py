@@ -17,6 +17,8 @@ from flowguide.flows.layers import (
     Coupling,
     ElementwiseAffine,
     FlowLayer,
+    Householder,
+    LowRankLinear,
     LULinear,
     Permutation,
     Planar,
@@ -48,6 +50,8 @@ REGISTRY: dict[str, Entry] = {
     "permutation_random": _layer(lambda d, c: Permutation.random(d, seed=1), False),
     "lu_linear": _layer(lambda d, c: LULinear(d), False),
     "triangular_linear": _layer(lambda d, c: TriangularLinear(d), False),
+    "low_rank_linear": _layer(lambda d, c: LowRankLinear(d, rank=min(d, 2)), False),
+    "householder": _layer(lambda d, c: Householder(d, reflections=3), False),
     "planar": _layer(lambda d, c: Planar(d, c, _HIDDEN), True),
     "affine_autoregressive": _layer(lambda d, c: Autoregressive(d, AffineSpec(), _HIDDEN, c), True),
     "spline_autoregressive": _layer(

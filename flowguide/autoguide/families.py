@@ -70,8 +70,10 @@ class AutoIAF(AutoFlow):
     Arguments:
         model: A Pyro model.
         num_flows: Number of flow layers.
-        hidden_dims: Hidden widths of each layer's conditioner.
-        mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"none"``).
+        hidden_dims: Hidden widths of each layer's conditioner; default (64, 64) up to
+            512 latent coordinates and bounded above (:func:`~flowguide.flows.conditioner_widths`).
+        mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"householder"``,
+            ``"none"``).
         log_scale_bound: Bound :math:`b` of each layer's soft-clamped log-scale; the
             default :math:`\min(3, 12 / \text{num\_flows})` caps what the layers' scales
             can compound to at :math:`e^{12}`, so deep stacks stay finite on Neal's
@@ -101,7 +103,7 @@ class AutoIAF(AutoFlow):
         model: Callable,
         *,
         num_flows: int = 4,
-        hidden_dims: Sequence[int] = (64, 64),
+        hidden_dims: Sequence[int] | None = None,
         mixing: Mixing = "reverse",
         log_scale_bound: float | None = None,
         **options: Any,
@@ -111,7 +113,7 @@ class AutoIAF(AutoFlow):
         flow = functools.partial(
             iaf,
             num_flows=num_flows,
-            hidden_dims=tuple(hidden_dims),
+            hidden_dims=None if hidden_dims is None else tuple(hidden_dims),
             mixing=mixing,
             log_scale_bound=log_scale_bound,
         )
@@ -131,11 +133,13 @@ class AutoNeuralSpline(AutoFlow):
     Arguments:
         model: A Pyro model.
         num_flows: Number of flow layers.
-        hidden_dims: Hidden widths of each layer's conditioner.
+        hidden_dims: Hidden widths of each layer's conditioner; default (64, 64) up to
+            512 latent coordinates and bounded above (:func:`~flowguide.flows.conditioner_widths`).
         structure: ``"coupling"`` (both directions one pass) or ``"autoregressive"``.
         bins: Spline bins per coordinate.
         bound: Half-width of the spline interval in standardized coordinates.
-        mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"none"``).
+        mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"householder"``,
+            ``"none"``).
         min_bin: Smallest bin width and height, as a fraction of :math:`2B`.
         min_derivative: Smallest knot derivative. The defaults (0.01 and 0.1, against
             1e-3 for bare flows) bound the slopes, and so the path gradient through the
@@ -164,7 +168,7 @@ class AutoNeuralSpline(AutoFlow):
         model: Callable,
         *,
         num_flows: int = 4,
-        hidden_dims: Sequence[int] = (64, 64),
+        hidden_dims: Sequence[int] | None = None,
         structure: Structure = "coupling",
         bins: int = 8,
         bound: float = 5.0,
@@ -176,7 +180,7 @@ class AutoNeuralSpline(AutoFlow):
         flow = functools.partial(
             neural_spline_flow,
             num_flows=num_flows,
-            hidden_dims=tuple(hidden_dims),
+            hidden_dims=None if hidden_dims is None else tuple(hidden_dims),
             structure=structure,
             bins=bins,
             bound=bound,
@@ -196,8 +200,10 @@ class AutoAffineCoupling(AutoFlow):
     Arguments:
         model: A Pyro model.
         num_flows: Number of flow layers.
-        hidden_dims: Hidden widths of each layer's conditioner.
-        mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"none"``).
+        hidden_dims: Hidden widths of each layer's conditioner; default (64, 64) up to
+            512 latent coordinates and bounded above (:func:`~flowguide.flows.conditioner_widths`).
+        mixing: Layer between flows (``"reverse"``, ``"random"``, ``"lu"``, ``"householder"``,
+            ``"none"``).
         log_scale_bound: Bound :math:`b` of each layer's soft-clamped log-scale. At the
             default 1.5 the layers' scales compound to at most
             :math:`e^{1.5\,\text{num\_flows}}`; larger bounds overflowed at large
@@ -226,7 +232,7 @@ class AutoAffineCoupling(AutoFlow):
         model: Callable,
         *,
         num_flows: int = 4,
-        hidden_dims: Sequence[int] = (64, 64),
+        hidden_dims: Sequence[int] | None = None,
         mixing: Mixing = "reverse",
         log_scale_bound: float = 1.5,
         **options: Any,
@@ -234,7 +240,7 @@ class AutoAffineCoupling(AutoFlow):
         flow = functools.partial(
             affine_coupling_flow,
             num_flows=num_flows,
-            hidden_dims=tuple(hidden_dims),
+            hidden_dims=None if hidden_dims is None else tuple(hidden_dims),
             mixing=mixing,
             log_scale_bound=log_scale_bound,
         )

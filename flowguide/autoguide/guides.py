@@ -34,7 +34,7 @@ from pyro.optim import PyroOptim
 from torch import Tensor
 
 from flowguide.autoguide import laplace, modes
-from flowguide.autoguide.head import Affine, AffineHead, HeadedFlow
+from flowguide.autoguide.head import HEAD_RANK, Affine, AffineHead, HeadedFlow, resolve_affine
 from flowguide.autoguide.local import LocalNormal
 from flowguide.autoguide.mixture import FlowMixture, MixtureDistribution
 from flowguide.autoguide.multimodal import DEFAULT_SEARCH, Components, MultimodalGuide, check_mixture_options
@@ -52,7 +52,7 @@ from flowguide.autoguide.sites import (
 from flowguide.autoguide.state import DeferredModuleState, adopt_stored_parameters
 from flowguide.autoguide.summaries import PosteriorSummaries
 from flowguide.flows import Flow, FlowDistribution
-from flowguide.nn import UnitScaled
+from flowguide.nn import UnitScaled, check_dim
 
 __all__ = ["AutoFlow"]
 
@@ -77,9 +77,16 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, AutoCon
             :math:`\mu`.
         init_scale: Initial posterior scale :math:`\sigma` in unconstrained space.
         num_summary_samples: Draws used by :meth:`median` and :meth:`quantiles`.
-        affine: ``"full"`` ends the flow in :math:`\mu + \sigma \odot L\,\cdot` with a
-            learned unit lower-triangular :math:`L` (:math:`D(D-1)/2` parameters), so the
-            guide contains every Gaussian; ``"diagonal"`` drops :math:`L`.
+        affine: The head (:mod:`~flowguide.autoguide.head`): ``"full"`` ends the flow in
+            :math:`\mu + \sigma \odot L\,\cdot` with a learned unit lower-triangular
+            :math:`L` (:math:`D(D-1)/2` parameters), so the guide contains every Gaussian;
+            ``"lowrank"`` learns :math:`L = I + QRQ^\top` of rank ``head_rank``
+            (:math:`O(D k)`, every diagonal-plus-rank-:math:`k` Gaussian); ``"diagonal"``
+            drops :math:`L`; ``"auto"`` (default) is ``"full"`` up to
+            :data:`~flowguide.autoguide.head.FULL_HEAD_MAX_DIM` latent coordinates and
+            ``"lowrank"`` above.
+        head_rank: Rank :math:`k` of a low-rank head (default
+            :data:`~flowguide.autoguide.head.HEAD_RANK`).
         warm_start: ``"laplace"`` starts the head at the Laplace approximation
             (:mod:`~flowguide.autoguide.laplace`), falling back to the cold start with a
             warning where there is none. ``"auto"`` (default) tries it silently where
@@ -155,7 +162,8 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, AutoCon
         init_loc_fn: InitLocFn | None = None,
         init_scale: float | None = None,
         num_summary_samples: int = 4096,
-        affine: Affine = "full",
+        affine: Affine = "auto",
+        head_rank: int = HEAD_RANK,
         warm_start: laplace.WarmStart = "auto",
         stl: bool | None = None,
         subsampled_sites: SubsampledSites = "normal",
@@ -165,6 +173,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, AutoCon
         components: Components = "auto",
     ) -> None:
         _check_options(flow, init_scale, num_summary_samples, stl, affine, warm_start, subsampled_sites)
+        self.head_rank = check_dim("head_rank", head_rank)
         check_mixture_options(mode_search, components)
         if create_plates is not None and not callable(create_plates):
             raise TypeError(f"create_plates must be callable, got {type(create_plates).__name__}")
@@ -273,6 +282,13 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, AutoCon
         return self
 
     @property
+    def head_kind(self) -> Affine:
+        """The head this guide builds at its latent dimension: ``affine`` with ``"auto"``
+        resolved (:func:`~flowguide.autoguide.head.resolve_affine`); needs set-up."""
+        self._require_setup()
+        return resolve_affine(self.latent_dim, self.affine)
+
+    @property
     def local_sites(self) -> tuple[str, ...]:
         """Latent sites guided per datum by :attr:`local_guide` (see ``subsampled_sites``).
 
@@ -341,7 +357,8 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, AutoCon
         """Build the flow over the packed latents and set its head from the start; a
         mixture of flows where the start has several components."""
         loc = self.plan.init_latent()
-        first = HeadedFlow(self._build_core(), AffineHead(self.latent_dim, self.affine)).to(loc)
+        head = AffineHead(self.latent_dim, self.affine, self.head_rank)
+        first = HeadedFlow(self._build_core(), head).to(loc)
         start = laplace.Start(loc, torch.diag(torch.full_like(loc, self.init_scale)))
         if self._wants_warm_start(survey):
             start = self._warm_start(start, args, kwargs)
@@ -376,7 +393,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, AutoCon
         (recording why in :attr:`warm_start_fallback`)."""
         log_p = functools.partial(laplace.log_joint, self._bare_model[0] or self.model, self.plan)
         log_p = functools.partial(_call_with, log_p, args, kwargs)
-        start, reason = laplace.choose_start(log_p, cold, self.warm_start, self.affine == "diagonal")
+        start, reason = laplace.choose_start(log_p, cold, self.warm_start, self.head_kind == "diagonal")
         if self.mode_search is not None and (
             start.laplace or not reason.startswith(laplace.REJECTED_BY_ELBO)
         ):

@@ -7,9 +7,14 @@ A flow autoguide's posterior over the packed unconstrained latent is
 
 with :math:`g` the flow's non-linear core (near the identity at the start) and the
 **head** :math:`w \mapsto \mu + \sigma \odot L w`: :math:`L` unit lower-triangular
-(``affine="full"``, so the guide contains every Gaussian) or the identity
-(``affine="diagonal"``). The head is set from the guide's Gaussian start and puts the
-posterior where it belongs, so the core acts on standardized coordinates.
+(``affine="full"``, so the guide contains every Gaussian), a rank-:math:`k` correction
+:math:`I + QRQ^\top` (``affine="lowrank"``, every diagonal-plus-rank-:math:`k` Gaussian,
+:math:`O(Dk)` parameters and cost, :class:`~flowguide.flows.LowRankLinear`) or the
+identity (``affine="diagonal"``). ``"auto"`` is ``"full"`` up to
+:data:`FULL_HEAD_MAX_DIM` coordinates and ``"lowrank"`` above, where the full head's
+:math:`D(D-1)/2` parameters dominate a step (``benchmarks/scale.py --part head``). The
+head is set from the guide's Gaussian start and puts the posterior where it belongs, so
+the core acts on standardized coordinates.
 """
 
 from __future__ import annotations
@@ -19,13 +24,37 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from flowguide.flows import ElementwiseAffine, Flow, FlowLayer, TriangularLinear
+from flowguide.flows import ElementwiseAffine, Flow, FlowLayer, LowRankLinear, TriangularLinear
+from flowguide.nn import check_dim
 from flowguide.transforms import ComposeFlowTransform, FlowTransform
 
-__all__ = ["Affine", "AffineHead", "HeadedFlow"]
+__all__ = ["FULL_HEAD_MAX_DIM", "HEAD_RANK", "Affine", "AffineHead", "HeadedFlow", "resolve_affine"]
 
-#: The head's linear part: a learned unit lower-triangular :math:`L`, or none.
-Affine = Literal["full", "diagonal"]
+#: The head's linear part: ``"auto"``, a learned unit lower-triangular :math:`L`, a
+#: rank-:math:`k` correction, or none.
+Affine = Literal["auto", "full", "lowrank", "diagonal"]
+
+#: Largest dimension at which ``affine="auto"`` learns the full :math:`L`
+#: (``benchmarks/scale.py --part head``).
+FULL_HEAD_MAX_DIM = 512
+
+#: Default rank :math:`k` of the low-rank head (``benchmarks/scale.py --part head``).
+HEAD_RANK = 16
+
+
+def resolve_affine(dim: int, affine: Affine) -> Affine:
+    """The head kind ``affine`` names at dimension ``dim``: ``"auto"`` is ``"full"`` up to
+    :data:`FULL_HEAD_MAX_DIM` and ``"lowrank"`` above; the others are themselves.
+
+    Example:
+        >>> resolve_affine(100, "auto"), resolve_affine(10_000, "auto"), resolve_affine(10_000, "full")
+        ('full', 'lowrank', 'full')
+    """
+    if affine not in get_args(Affine):
+        raise ValueError(f"affine must be one of {get_args(Affine)}, got {affine!r}")
+    if affine == "auto":
+        return "full" if dim <= FULL_HEAD_MAX_DIM else "lowrank"
+    return affine
 
 
 class AffineHead(FlowLayer):
@@ -33,8 +62,12 @@ class AffineHead(FlowLayer):
 
     Arguments:
         dim: Number of coordinates :math:`D`.
-        affine: ``"full"`` learns :math:`L` (:math:`D(D-1)/2` parameters); ``"diagonal"``
-            keeps :math:`L = I`.
+        affine: ``"full"`` learns :math:`L` (:math:`D(D-1)/2` parameters); ``"lowrank"``
+            learns :math:`L = I + QRQ^\top` of rank ``rank`` (:math:`Dk + k(k+1)/2`);
+            ``"diagonal"`` keeps :math:`L = I`; ``"auto"`` (default) chooses by
+            :func:`resolve_affine`.
+        rank: Rank :math:`k` of the low-rank head (at most ``dim``; default
+            :data:`HEAD_RANK`).
 
     Example:
         >>> import torch
@@ -44,11 +77,15 @@ class AffineHead(FlowLayer):
         [3.0, 1.5]
     """
 
-    def __init__(self, dim: int, affine: Affine = "full") -> None:
+    def __init__(self, dim: int, affine: Affine = "auto", rank: int = HEAD_RANK) -> None:
         super().__init__(dim)
-        if affine not in get_args(Affine):
-            raise ValueError(f"affine must be one of {get_args(Affine)}, got {affine!r}")
-        self.linear = TriangularLinear(dim) if affine == "full" else None
+        self.affine = resolve_affine(dim, affine)
+        check_dim("rank", rank)
+        self.linear: TriangularLinear | LowRankLinear | None = None
+        if self.affine == "full":
+            self.linear = TriangularLinear(dim)
+        elif self.affine == "lowrank":
+            self.linear = LowRankLinear(dim, min(rank, dim))
         self.elementwise = ElementwiseAffine(dim)
 
     def build(self, context: Tensor | None) -> FlowTransform:
@@ -57,8 +94,9 @@ class AffineHead(FlowLayer):
 
     def set_start(self, loc: Tensor, scale_tril: Tensor, loc_unit: Tensor | None = None) -> None:
         r"""Set the head to :math:`N(\text{loc}, S S^\top)` pushed from :math:`N(0, I)`, with
-        :math:`S` = ``scale_tril`` (only its diagonal without :math:`L`); the location is
-        stored in ``loc_unit`` (see :class:`~flowguide.flows.ElementwiseAffine`)."""
+        :math:`S` = ``scale_tril`` (only its diagonal without :math:`L`, its best
+        rank-:math:`k` fit with a low-rank :math:`L`); the location is stored in
+        ``loc_unit`` (see :class:`~flowguide.flows.ElementwiseAffine`)."""
         scale = scale_tril.diagonal() if self.linear is None else self.linear.set_scale_tril(scale_tril)
         self.elementwise.set_loc_scale(loc, scale, loc_unit)
 

@@ -37,9 +37,10 @@ DEFAULT_SEARCH = modes.ModeSearch()
 class MultimodalGuide:
     """Mixin: the mode search, the mixture and its component site for a flow autoguide.
 
-    The guide supplies ``plan``, ``latent_dim``, ``flow``, ``affine``, ``stl``,
-    ``mode_search``, ``components``, ``modes``, ``_primary_start`` and ``_stratum`` (set in
-    its constructor), ``_bare_model``/``model``, ``_build_core()``, ``_require_flow()`` and
+    The guide supplies ``plan``, ``latent_dim``, ``flow``, ``affine``, ``head_rank``,
+    ``head_kind``, ``stl``, ``mode_search``, ``components``, ``modes``,
+    ``_primary_start`` and ``_stratum`` (set in its constructor),
+    ``_bare_model``/``model``, ``_build_core()``, ``_require_flow()`` and
     ``_require_setup()``.
     """
 
@@ -58,7 +59,7 @@ class MultimodalGuide:
         funnel's neck is a finite maximum that no guide should start at)."""
         search, first = self.mode_search, None
         if start.laplace:
-            full = start if self.affine == "full" else laplace.laplace_approximation(log_p, start.loc)
+            full = start if self.head_kind != "diagonal" else laplace.laplace_approximation(log_p, start.loc)
             if isinstance(full, laplace.Start):
                 first = modes.Mode(full, float(log_p(start.loc).detach()), primary=True)
         extra = search.starts - 1
@@ -81,7 +82,7 @@ class MultimodalGuide:
         else its Laplace Gaussian (conditional scales only, for a diagonal head)."""
         if mode.primary:
             return primary
-        if self.affine == "full":
+        if self.head_kind != "diagonal":
             return mode.start
         return laplace.Start(
             mode.loc, torch.diag(laplace.conditional_scale(mode.start.scale_tril)), laplace=True
@@ -115,7 +116,9 @@ class MultimodalGuide:
             return first
         flows = [first]
         for other, _ in starts[1:]:
-            flow = HeadedFlow(self._build_core(), AffineHead(self.latent_dim, self.affine)).to(first.base_loc)
+            flow = HeadedFlow(
+                self._build_core(), AffineHead(self.latent_dim, self.affine, self.head_rank)
+            ).to(first.base_loc)
             flow.head.set_start(other.loc, other.scale_tril, other.loc_unit)
             flows.append(flow)
         if self.stl:

@@ -21,6 +21,8 @@ from flowguide.transforms import (
     AutoregressiveTransform,
     CouplingTransform,
     FlowTransform,
+    HouseholderTransform,
+    LowRankLinearTransform,
     LULinearTransform,
     MapSpec,
     PermutationTransform,
@@ -37,6 +39,8 @@ __all__ = [
     "Permutation",
     "LULinear",
     "TriangularLinear",
+    "LowRankLinear",
+    "Householder",
 ]
 
 
@@ -393,3 +397,102 @@ class TriangularLinear(FlowLayer):
 
     def build(self, context: Tensor | None) -> FlowTransform:
         return TriangularLinearTransform(self.unit_lower(), unit=True)
+
+
+class LowRankLinear(FlowLayer):
+    r"""Learned map :math:`y = (I + Q R Q^\top) x` of rank-:math:`k` correction, initialized
+    to the identity (:class:`~flowguide.transforms.LowRankLinearTransform`).
+
+    :math:`Q` is the orthonormal factor of a learned ``(D, k)`` matrix (a reduced QR per
+    call, :math:`O(Dk^2)`), :math:`R = M - I` with :math:`M` lower-triangular of diagonal
+    :math:`e^{s}`. Followed by an elementwise affine layer,
+    :math:`z = \mu + \sigma \odot (I + QRQ^\top) x` has covariance
+    :math:`\sigma(I + Q(MM^\top - I)Q^\top)\sigma`: every diagonal-plus-rank-:math:`k`
+    Gaussian, with :math:`Dk + k(k+1)/2` parameters instead of :math:`D(D-1)/2`.
+
+    Arguments:
+        dim: Number of coordinates :math:`D`.
+        rank: Rank :math:`k \le D` of the correction.
+        seed: Seed of the random start of the ``(D, k)`` matrix (a generator of its own,
+            so building the layer leaves the global random state alone).
+
+    Example:
+        >>> import torch
+        >>> layer = LowRankLinear(3, rank=1)
+        >>> torch.equal(layer()(torch.ones(3)), torch.ones(3))  # the identity until trained
+        True
+    """
+
+    def __init__(self, dim: int, rank: int, seed: int = 0) -> None:
+        super().__init__(dim)
+        self.rank = check_dim("rank", rank)
+        if rank > dim:
+            raise ValueError(f"rank must be at most dim={dim}, got {rank}")
+        generator = torch.Generator().manual_seed(seed)
+        self.directions = nn.Parameter(torch.randn(dim, rank, generator=generator) / dim**0.5)
+        self.lower_entries = nn.Parameter(torch.zeros(rank, rank))
+        self.log_diag = nn.Parameter(torch.zeros(rank))
+
+    def orthonormal(self) -> Tensor:
+        """:math:`Q`, the orthonormal factor of :attr:`directions`."""
+        return torch.linalg.qr(self.directions).Q
+
+    @torch.no_grad()
+    def set_scale_tril(self, scale_tril: Tensor) -> Tensor:
+        r"""Fit the map to a Cholesky factor's correlation at rank :math:`k`; return :math:`\sigma`.
+
+        With :math:`\Sigma = CC^\top`, :math:`\sigma = \sqrt{\operatorname{diag}\Sigma}`
+        and the correlation's top :math:`k` eigenpairs :math:`(\lambda_j, v_j)`, sets
+        :math:`Q = (v_j)` and :math:`M = \operatorname{diag}\sqrt{\lambda_j}`, so that
+        :math:`I + Q(MM^\top - I)Q^\top` matches the correlation along those directions.
+
+        Arguments:
+            scale_tril: Lower-triangular :math:`C` with a positive diagonal, shape ``(D, D)``.
+        """
+        cov = scale_tril @ scale_tril.mT
+        sigma = cov.diagonal().sqrt()
+        values, vectors = torch.linalg.eigh(cov / torch.outer(sigma, sigma))
+        top = values.argsort(descending=True)[: self.rank]
+        self.directions.copy_(vectors[:, top])
+        self.lower_entries.zero_()
+        self.log_diag.copy_(0.5 * values[top].clamp_min(1e-6).log())
+        return sigma
+
+    def build(self, context: Tensor | None) -> FlowTransform:
+        return LowRankLinearTransform(self.orthonormal(), self.lower_entries, self.log_diag)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, rank={self.rank}"
+
+
+class Householder(FlowLayer):
+    r"""Learned orthogonal mixing: ``reflections`` Householder reflections
+    (:class:`~flowguide.transforms.HouseholderTransform`), :math:`O(Dk)` parameters and
+    cost, :math:`\log|\det J| = 0`. Between flow layers it rotates the coordinates that
+    the next layer conditions on, at a cost linear in :math:`D` (``"lu"`` mixing is
+    :math:`O(D^2)`).
+
+    Arguments:
+        dim: Number of coordinates :math:`D`.
+        reflections: Number of reflections :math:`k`.
+        seed: Seed of the random start of the reflection vectors (a generator of its own).
+
+    Example:
+        >>> import torch
+        >>> layer = Householder(4, reflections=2)
+        >>> x = torch.randn(3, 4)
+        >>> torch.allclose(layer()(x).norm(dim=-1), x.norm(dim=-1))
+        True
+    """
+
+    def __init__(self, dim: int, reflections: int = 4, seed: int = 0) -> None:
+        super().__init__(dim)
+        self.reflections = check_dim("reflections", reflections)
+        generator = torch.Generator().manual_seed(seed)
+        self.vectors = nn.Parameter(torch.randn(reflections, dim, generator=generator))
+
+    def build(self, context: Tensor | None) -> FlowTransform:
+        return HouseholderTransform(self.vectors)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, reflections={self.reflections}"

@@ -13,7 +13,13 @@ from flowguide.transforms.elementwise import (
     SplineSpec,
     soft_clamp,
 )
-from flowguide.transforms.linear import LULinearTransform, PermutationTransform, TriangularLinearTransform
+from flowguide.transforms.linear import (
+    HouseholderTransform,
+    LowRankLinearTransform,
+    LULinearTransform,
+    PermutationTransform,
+    TriangularLinearTransform,
+)
 from flowguide.transforms.planar import PlanarTransform
 from flowguide.transforms.structure import AutoregressiveTransform, CouplingTransform
 
@@ -25,8 +31,10 @@ __all__ = [
     "CouplingTransform",
     "ElementwiseTransform",
     "FlowTransform",
+    "HouseholderTransform",
     "InverseFlowTransform",
     "LULinearTransform",
+    "LowRankLinearTransform",
     "MapSpec",
     "PermutationTransform",
     "TriangularLinearTransform",

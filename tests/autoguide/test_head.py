@@ -72,7 +72,35 @@ def test_the_head_maps_standard_noise_to_its_gaussian_start(tol):
     assert diagonal.linear is None
     torch.testing.assert_close(diagonal()(u), loc + u * scale_tril.diagonal(), atol=tol, rtol=0)
     with pytest.raises(ValueError, match="affine must be one of"):
-        AffineHead(3, "lowrank")
+        AffineHead(3, "banded")
+
+
+def test_a_low_rank_head_of_full_rank_maps_noise_to_its_gaussian_start(tol):
+    """At rank D the low-rank head's fit of a start is exact: the head's Jacobian A has
+    A A^T = S S^T and log|det A| = log det S, at any point."""
+    from flowguide.autoguide.head import AffineHead
+
+    torch.manual_seed(2)
+    loc = torch.randn(3, dtype=torch.float64)
+    scale_tril = torch.tensor([[0.5, 0.0, 0.0], [0.3, 2.0, 0.0], [-1.0, 0.2, 0.1]], dtype=torch.float64)
+    head = AffineHead(3, "lowrank", rank=3).double()
+    head.set_start(loc, scale_tril)
+    u = torch.randn(3, dtype=torch.float64)
+    z, ladj = head().call_and_ladj(u)
+    jacobian = torch.autograd.functional.jacobian(lambda v: head()(v), u)
+    torch.testing.assert_close(jacobian @ jacobian.T, scale_tril @ scale_tril.T, atol=tol, rtol=0)
+    torch.testing.assert_close(ladj, scale_tril.diagonal().log().sum(), atol=tol, rtol=0)
+    torch.testing.assert_close(head().inv(z), u, atol=tol, rtol=0)
+
+
+def test_auto_head_is_full_up_to_its_threshold_and_low_rank_above():
+    from flowguide.autoguide.head import FULL_HEAD_MAX_DIM, HEAD_RANK, AffineHead
+
+    assert AffineHead(FULL_HEAD_MAX_DIM).affine == "full"
+    above = AffineHead(FULL_HEAD_MAX_DIM + 1)
+    assert above.affine == "lowrank" and above.linear.rank == HEAD_RANK
+    with pytest.raises(ValueError, match="rank must be an integer"):
+        AffineHead(4, "lowrank", rank=0)
 
 
 def test_the_heads_moments_are_those_of_its_draws():
