@@ -16,7 +16,7 @@ sites whose shape changed since set-up, plates whose rows the guide could not fo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Literal
 
 import pyro
@@ -166,8 +166,11 @@ class ModelSurvey:
         return any(is_local(site) for site in self.trace.nodes.values() if site["type"] == "sample")
 
 
-def check_sites(trace: poutine.Trace, owner: str, subsampled_sites: SubsampledSites) -> None:
-    """Refuse discrete latent sites, and local ones where ``subsampled_sites="error"``."""
+def check_sites(
+    trace: poutine.Trace, owner: str, subsampled_sites: SubsampledSites, member_plates: Collection[str] = ()
+) -> None:
+    """Refuse discrete latent sites, and local ones outside ``member_plates`` where
+    ``subsampled_sites="error"``."""
     for name, site in trace.iter_stochastic_nodes():
         if site["fn"].support.is_discrete:
             raise ValueError(
@@ -176,7 +179,7 @@ def check_sites(trace: poutine.Trace, owner: str, subsampled_sites: SubsampledSi
                 "https://pyro.ai/examples/enumeration.html) or hide it with "
                 f"poutine.block(model, hide=['{name}'])"
             )
-        if subsampled_sites != "error":
+        if subsampled_sites != "error" or any(f.name in member_plates for f in site["cond_indep_stack"]):
             continue
         for frame in subsampled_plates(site):
             raise ValueError(
@@ -233,18 +236,32 @@ class SitePlan:
     Arguments:
         trace: The prototype trace (values from ``init_loc_fn``); modified in place.
         owner: The guide's class name, for messages.
+        member_plates: Plates whose latent sites the plate flows serve
+            (:class:`~flowguide.autoguide.plate_flow.PlateFlow`, ``local_plates``).
 
     Attributes:
-        local: Local sites (inside a plate subsampled at set-up) by name, as traced.
+        members: For each of ``member_plates``, its latent sites by name, as traced.
+        local: Local sites (inside a plate subsampled at set-up, not in ``member_plates``)
+            by name, as traced.
         unconstrained_shapes: Each flow site's shape in unconstrained space.
         cond_indep_stacks: Each flow site's plates.
         latent_dim: Length of the packed unconstrained vector of the flow's sites.
     """
 
-    def __init__(self, trace: poutine.Trace, owner: str) -> None:
+    def __init__(self, trace: poutine.Trace, owner: str, member_plates: Collection[str] = ()) -> None:
         self.owner = owner
-        self.local = {name: site for name, site in trace.iter_stochastic_nodes() if is_local(site)}
-        for name in self.local:
+        self.members: dict[str, dict[str, dict]] = {plate: {} for plate in member_plates}
+        for name, site in trace.iter_stochastic_nodes():
+            for frame in site["cond_indep_stack"]:
+                if frame.name in self.members:
+                    self.members[frame.name][name] = site
+        member_sites = {name for sites in self.members.values() for name in sites}
+        self.local = {
+            name: site
+            for name, site in trace.iter_stochastic_nodes()
+            if is_local(site) and name not in member_sites
+        }
+        for name in [*self.local, *member_sites]:
             trace.remove_node(name)
         self.trace = trace
         self.unconstrained_shapes: dict[str, torch.Size] = {}
@@ -261,8 +278,16 @@ class SitePlan:
         return self.trace.iter_stochastic_nodes()
 
     def all_sites(self) -> list[tuple[str, dict]]:
-        """The flow's sites, then the local ones, as ``(name, prototype site)``."""
-        return [*self.flow_sites(), *self.local.items()]
+        """The flow's sites, then the local ones and the plate flows', as ``(name, prototype site)``."""
+        members = [item for sites in self.members.values() for item in sites.items()]
+        return [*self.flow_sites(), *self.local.items(), *members]
+
+    def full_size_sites(self) -> dict[str, dict]:
+        """The sites served at their plates' full size: the local ones and the plate flows'."""
+        return {
+            **self.local,
+            **{name: site for sites in self.members.values() for name, site in sites.items()},
+        }
 
     def init_latent(self) -> Tensor:
         """The packed unconstrained vector of the prototype's (``init_loc_fn``) values."""
@@ -337,7 +362,7 @@ class SitePlan:
         """Whether site ``name`` as traced ``now`` is the one set up: a local site of any
         minibatch size (the whole plate included) with the same full shape, or a flow site
         of the same shape outside subsampled plates."""
-        if name in self.local:
+        if name in self.full_size_sites():
             return full_shape(now) == full_shape(setup)
         return not is_local(now) and now["value"].shape == setup["value"].shape
 

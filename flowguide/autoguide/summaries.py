@@ -15,7 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["PosteriorSummaries"]
+__all__ = ["MEMBER_SUMMARY_VALUES", "PosteriorSummaries"]
+
+#: Most draws times members that the summaries of plate flows hold at once.
+MEMBER_SUMMARY_VALUES = 2**24
 
 
 class PosteriorSummaries:
@@ -24,7 +27,9 @@ class PosteriorSummaries:
     The guide supplies ``setup(*args, **kwargs)``, ``prototype_trace``, ``latent_dim``,
     ``num_summary_samples``, ``plan`` (a :class:`~flowguide.autoguide.sites.SitePlan`),
     ``flow`` (a :class:`~flowguide.autoguide.head.HeadedFlow`, or a
-    :class:`~flowguide.autoguide.mixture.FlowMixture` of them) and ``local_guide``.
+    :class:`~flowguide.autoguide.mixture.FlowMixture` of them), ``local_guide`` and the
+    plate flows' ``plate_flows``, ``_member_draws`` and ``_member_log_density``
+    (:class:`~flowguide.autoguide.plate_flow.PlateFlowGuide`).
     """
 
     def _require_setup(self) -> None:
@@ -40,11 +45,13 @@ class PosteriorSummaries:
             :attr:`local_sites` at their plates' full size.
         """
         self.setup(*args, **kwargs)
-        result = {}
+        result, latent = {}, None
         if self.latent_dim:
-            result = self.plan.constrain(self.flow.draws(num_samples))
+            latent = self.flow.draws(num_samples)
+            result = self.plan.constrain(latent)
         if self.local_guide is not None:
             result.update(self.local_guide.sample_full(num_samples))
+        result.update(self._member_draws(latent, num_samples))
         return result
 
     @torch.no_grad()
@@ -67,13 +74,25 @@ class PosteriorSummaries:
         qs = torch.as_tensor(quantiles, dtype=torch.float64)
         if qs.dim() != 1 or not ((qs >= 0) & (qs <= 1)).all():
             raise ValueError(f"quantiles must be a 1-D sequence of numbers in [0, 1], got {quantiles!r}")
-        result = {}
+        result, latent = {}, None
         if self.latent_dim:
             latent = self.flow.draws(self.num_summary_samples, seed=0, antithetic=True)
             result = self.plan.constrain(torch.quantile(latent, qs.to(latent), dim=0))  # (Q, D)
         if self.local_guide is not None:
             result.update(self.local_guide.quantiles(qs))
+        if self.plate_flows is not None:
+            result.update(self._member_quantiles(qs))
         return result
+
+    def _member_quantiles(self, qs: Tensor) -> dict[str, Tensor]:
+        """Quantiles of the plate flows' sites from joint antithetic draws; at most
+        :data:`MEMBER_SUMMARY_VALUES` values are held, so a plate of :math:`10^5` members
+        gets fewer draws than ``num_summary_samples`` (at least 256)."""
+        members = sum(flow.size * flow.member_dim for flow in self.plate_flows.values())
+        count = min(self.num_summary_samples, max(256, MEMBER_SUMMARY_VALUES // members))
+        latent = self.flow.draws(count, seed=0, antithetic=True) if self.latent_dim else None
+        draws = self._member_draws(latent, count, antithetic=True, seed=1)
+        return {name: torch.quantile(value, qs.to(value), dim=0) for name, value in draws.items()}
 
     @torch.no_grad()
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
@@ -123,4 +142,5 @@ class PosteriorSummaries:
             log_q = log_q + self.flow.log_prob(latent)
         for name in self.plan.local:
             log_q = log_q + self.local_guide.log_density(name, values[name], len(batch))
+        log_q = log_q + self._member_log_density(values, latent, len(batch))
         return torch.as_tensor(log_q)  # 0 for a model without latent sites
