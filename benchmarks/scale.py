@@ -26,9 +26,12 @@ first scores; ``base_rss_mb`` after building the case, before the guide;
 once, each with ``--threads`` torch threads; on CUDA a child runs under torch's device
 mode, as ``flowguide.training`` does. In the child the guide is set up (``setup(*args)``,
 or one call), its parameters counted (Pyro's parameter store and the guide module's
-own), then trained by ``SVI`` (Adam at ``--lr``, ``Trace_ELBO`` with ``--particles``
-vectorized particles) in one run scored at two budgets: ``steps`` (at step ``--steps``) and ``seconds`` (once
-``--seconds`` of training have passed; the run goes on, it does not restart). It stops
+own), then trained by ``SVI`` (Adam at a constant ``--lr`` with every gradient entry
+clamped to 10, flowguide's ``RecipeAdam``, for every guide alike: under a plain Adam one
+infinite gradient makes a parameter's second moment infinite and freezes it for good;
+``Trace_ELBO`` with ``--particles`` vectorized particles) in one run scored at two
+budgets: ``steps`` (at step ``--steps``) and ``seconds`` (once ``--seconds`` of training
+have passed; the run goes on, it does not restart). It stops
 at ``--max-steps-factor`` x ``--steps`` steps or after ``--max-train-s`` seconds; a
 budget not reached by then is scored there and marked ``capped``. Only SVI steps count
 on the training clock (the 5 warm-up steps included); ``s_per_step`` is the median over
@@ -72,11 +75,11 @@ import torch
 from _results import save_rows
 from pyro.infer import SVI, Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
-from pyro.optim import Adam
 from scale_models import BUILDERS, ScaleCase, make_case
 
 import flowguide
 from flowguide import AutoIAF, AutoNeuralSpline
+from flowguide.autoguide.recipe import Recipe
 
 GUIDES: dict[str, Callable[[ScaleCase], Any]] = {
     "AutoNormal": lambda case: AutoNormal(case.model),
@@ -211,7 +214,7 @@ class Run:
         loss = Trace_ELBO(
             num_particles=args.particles, vectorize_particles=True, max_plate_nesting=case.max_plate_nesting
         )
-        self.svi = SVI(case.model, guide, Adam({"lr": args.lr}), loss)
+        self.svi = SVI(case.model, guide, Recipe(lr_decay=None).pyro_optim(args.steps, args.lr), loss)
         self.step, self.clock, self.times = 0, 0.0, []
         self.rows: list[dict] = []
         self.left = list(BUDGETS)

@@ -330,6 +330,80 @@ def packing(record: dict) -> str:
     )
 
 
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def scale(record: dict) -> str:
+    """Per model, D and guide: size, cost, memory, and the fit at equal steps and equal seconds."""
+    rows = record["rows"]
+    steps = {(r["model"], r["dim"], r["guide"]): r for r in rows if r["budget"] == "steps"}
+    seconds = {(r["model"], r["dim"], r["guide"]): r for r in rows if r["budget"] == "seconds"}
+    base = {(r["model"], r["dim"]): r for r in steps.values() if r["guide"] == "AutoNormal"}
+    cells = []
+    for key, r in steps.items():
+        s = seconds.get(key, {})
+        normal = base.get(key[:2])
+        if r.get("error"):
+            cells.append([*key, "-", "-", "-", "-", f"error: {r['error'][:40]}", "", "", ""])
+            continue
+        ratio = (
+            "-"
+            if normal is None or not normal.get("s_per_step")
+            else f"{r['s_per_step'] / normal['s_per_step']:.1f}"
+        )
+        fit = "mean_err_sd" if r.get("mean_err_sd") is not None else "heldout_lpd"
+        cells.append(
+            [
+                *key,
+                f"{r['params']:,}",
+                f"{r['s_per_step']:.4f}",
+                ratio,
+                _num(r.get("peak_rss_mb"), ".0f"),
+                _num(r.get("elbo"), ".1f"),
+                _num(s.get("elbo"), ".1f") + (f" ({s['steps']})" if s.get("steps") else ""),
+                _num(r.get(fit), ".3f"),
+                _num(s.get(fit), ".3f"),
+            ]
+        )
+    header = [
+        "model",
+        "D",
+        "guide",
+        "params",
+        "s/step",
+        "x AutoNormal",
+        "peak MB",
+        "ELBO, equal steps",
+        "ELBO, equal seconds (steps)",
+        "err/sd or LPD, steps",
+        "err/sd or LPD, seconds",
+    ]
+    settings = record["settings"]
+    return (
+        f"Equal steps: {settings['steps']}; equal seconds: {settings['seconds']} s of training. "
+        "err/sd: mean |posterior mean error| in exact posterior sds (hierarchical models); LPD: "
+        "held-out log predictive density per point (BNN, GP classification).\n\n"
+        f"{table(header, cells)}\n\n{provenance(record)}\n"
+    )
+
+
+def plate_defaults(record: dict) -> str:
+    """Mean ELBO over seeds at each checkpoint, per variant."""
+    variants: dict[str, list[dict]] = {}
+    for r in record["rows"]:
+        variants.setdefault(r["variant"], []).append(r)
+    checkpoints = [p["step"] for p in next(iter(variants.values()))[0]["curve"]]
+    cells = []
+    for name, runs in variants.items():
+        means = [_mean([run["curve"][i]["elbo"] for run in runs]) for i in range(len(checkpoints))]
+        ms = 1e3 * _mean([run["s_per_step"] for run in runs])
+        cells.append([name, f"{ms:.1f}", *(f"{m:.1f}" for m in means)])
+    header = ["variant", "ms/step", *(f"step {c}" for c in checkpoints)]
+    seeds = len(next(iter(variants.values())))
+    return f"Mean ELBO over {seeds} seeds.\n\n{table(header, cells)}\n\n{provenance(record)}\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "fit_quality": fit_quality,
     "fit_quality_ablation": fit_quality_ablation,
@@ -342,6 +416,8 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "multimodal_unimodal": multimodal_unimodal,
     "training_speed": training_speed,
     "packing": packing,
+    "scale": scale,
+    "plate_defaults": plate_defaults,
 }
 
 

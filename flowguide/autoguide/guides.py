@@ -29,7 +29,7 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoContinuous, AutoGuide
-from pyro.infer.autoguide.initialization import init_to_feasible, init_to_median
+from pyro.infer.autoguide.initialization import init_to_median
 from pyro.optim import PyroOptim
 from torch import Tensor
 
@@ -75,10 +75,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, PlateFl
             do). The affine head (see ``affine``) is appended after it.
         init_loc_fn: Per-site initialization (``init_to_median``, ``init_to_sample``,
             ``init_to_feasible``, ``init_to_value(values=...)``, ...); it sets
-            :math:`\mu`. Default ``init_to_median``, and ``init_to_feasible`` with
-            ``local_plates``: a member's prior median is drawn at random hyperparameters,
-            so its members started far from their data and the fit of a 1000-group model
-            took several times the steps (``benchmarks/plate_defaults.py``).
+            :math:`\mu`. Default ``init_to_median``.
         init_scale: Initial posterior scale :math:`\sigma` in unconstrained space.
         num_summary_samples: Draws used by :meth:`median` and :meth:`quantiles`.
         affine: The head (:mod:`~flowguide.autoguide.head`): ``"full"`` ends the flow in
@@ -194,9 +191,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, PlateFl
             raise TypeError(f"recipe must be a flowguide Recipe, got {type(recipe).__name__}")
         flow(1)  # a dry run on one dimension surfaces bad options now, not at the first step
         self._default_init = init_loc_fn is None and init_scale is None
-        if init_loc_fn is None:  # see the docstring
-            init_loc_fn = init_to_feasible if local_plates else init_to_median
-        super().__init__(model, init_loc_fn=init_loc_fn)
+        super().__init__(model, init_loc_fn=init_to_median if init_loc_fn is None else init_loc_fn)
         self._bare_model = (model,)  # without Pyro's InitMessenger: the log joint conditions every latent
         self._flow_fn = flow
         self.init_scale = 0.1 if init_scale is None else float(init_scale)
@@ -274,12 +269,14 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, PlateFl
     @property
     def uses_stl(self) -> bool:
         """Whether the ELBO's gradient sticks the landing under ``Trace_ELBO``-type objectives
-        (``stl``, or the recipe's default)."""
+        (``stl``, or the recipe's default; never by default with ``local_plates``, whose
+        cold start made the path gradient's noise blow the flow's tails up,
+        ``benchmarks/plate_defaults.py``)."""
         if self.num_components > 1:
             return False
         if self.stl is not None:
             return self.stl
-        if self.plan is None:
+        if self.plan is None or self.plate_flows is not None:
             return False
         return self.recipe.sticks_the_landing(self.latent_dim, self.warm_started)
 
@@ -389,8 +386,14 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, PlateFl
         loc = self.plan.init_latent()
         head = AffineHead(self.latent_dim, self.affine, self.head_rank)
         first = HeadedFlow(self._build_core(), head).to(loc)
-        start = laplace.Start(loc, torch.diag(torch.full_like(loc, self.init_scale)))
-        if self._wants_warm_start(survey):
+        scale = torch.full_like(loc, self.init_scale)
+        warm = self._wants_warm_start(survey)
+        if not warm and self.components in ("auto", 1):
+            first.head.set_diagonal_start(loc, scale)  # no D x D matrix: D may be 10^5
+            self.flow = first
+            return
+        start = laplace.Start(loc, torch.diag(scale))
+        if warm:
             start = self._warm_start(start, args, kwargs)
         first.head.set_start(start.loc, start.scale_tril, start.loc_unit)
         self.flow = self._mixture_or(first, start)

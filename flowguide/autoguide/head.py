@@ -100,6 +100,15 @@ class AffineHead(FlowLayer):
         scale = scale_tril.diagonal() if self.linear is None else self.linear.set_scale_tril(scale_tril)
         self.elementwise.set_loc_scale(loc, scale, loc_unit)
 
+    def set_diagonal_start(self, loc: Tensor, scale: Tensor) -> None:
+        r"""Set the head to :math:`N(\text{loc}, \operatorname{diag} \text{scale}^2)`:
+        :math:`L = I` and :math:`\sigma` = ``scale``, without forming a :math:`D \times D` matrix."""
+        if self.linear is not None:
+            for parameter in self.linear.parameters():
+                if parameter is not getattr(self.linear, "directions", None):
+                    torch.nn.init.zeros_(parameter)
+        self.elementwise.set_loc_scale(loc, scale)
+
     @property
     def location(self) -> Tensor:
         r""":math:`\mu`."""

@@ -24,11 +24,11 @@ members of a subsampled plate are drawn for the minibatch only, with their param
 indexed by the plate's rows, and Pyro's plate scales their log-densities by
 :math:`N/B`, so the minibatch ELBO is an unbiased estimate of the full data's.
 
-The members do not stick the landing unless ``stl=True`` is passed: far from the
-posterior the path gradient of a member's location carries the noise
-:math:`-\nabla_x \log q(x) = u / e^{s}` that the score term cancels, and with
-:math:`e^{s} = 0.1` at the start it slowed the fit of a 1000-group model severalfold
-(``benchmarks/scale.py``'s hierarchical models).
+A guide with plate flows does not stick the landing unless ``stl=True`` is passed. It
+has no Laplace start, and far from the posterior the path gradient carries the noise
+that the score term cancels (for a member's location :math:`-\nabla_x \log q(x) =
+u / e^{s}`, large at the starting :math:`e^{s} = 0.1`); it costs an inverse pass too
+(``benchmarks/plate_defaults.py``).
 
 References:
     A. Agrawal, J. Domke. Amortized Variational Inference for Simple Hierarchical
@@ -55,7 +55,7 @@ from flowguide.flows import Flow, FlowDistribution, iaf
 from flowguide.flows.flow import detached_parameters
 from flowguide.transforms import AffineTransform, ComposeFlowTransform
 
-__all__ = ["CONTEXT_GLOBALS", "EMBEDDING_DIM", "MemberSite", "PlateFlow"]
+__all__ = ["CONTEXT_GLOBALS", "EMBEDDING_DIM", "MEMBER_TABLES", "MemberSite", "PlateFlow", "PlateFlowGuide"]
 
 #: Length of a member's embedding :math:`e_j`.
 EMBEDDING_DIM = 4
@@ -317,7 +317,7 @@ class PlateFlowGuide:
 
     The guide supplies ``plan`` (a :class:`~flowguide.autoguide.sites.SitePlan` with
     ``members``), ``latent_dim``, ``init_scale``, ``local_plates``, ``plates`` (Pyro's,
-    created per call), ``_pyro_name`` and ``_sticks_the_landing``, and sets
+    created per call), ``_pyro_name``, ``uses_stl`` and ``_sticks_the_landing``, and sets
     ``plate_flows = None`` in its constructor (one :class:`PlateFlow` per plate of
     ``local_plates`` after set-up).
     """
@@ -352,7 +352,7 @@ class PlateFlowGuide:
             with self.plates[plate] as rows:
                 subsampled = len(rows) != flow.size
                 site = f"_{self._pyro_name}_{plate}_members"
-                stl = self._sticks_the_landing(False)  # only where asked: see the module docstring
+                stl = self._sticks_the_landing(self.uses_stl)
                 result.update(flow.sample(site, global_latent, rows if subsampled else None, stl))
         return result
 
