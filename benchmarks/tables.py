@@ -404,6 +404,21 @@ def plate_defaults(record: dict) -> str:
     return f"Mean ELBO over {seeds} seeds.\n\n{table(header, cells)}\n\n{provenance(record)}\n"
 
 
+def head_threshold(record: dict) -> str:
+    """Per D: parameters and ms per step of each head, and the full head over the rank-16 one."""
+    by_dim: dict[int, dict[str, dict]] = {}
+    for r in record["rows"]:
+        by_dim.setdefault(r["dim"], {})[r["variant"]] = r
+    variants = list(next(iter(by_dim.values())))
+    cells = []
+    for dim, runs in by_dim.items():
+        ratio = runs["full"]["s_per_step"] / runs["lowrank 16"]["s_per_step"]
+        parts = [f"{runs[v]['params']:,} / {runs[v]['s_per_step'] * 1e3:.1f}" for v in variants]
+        cells.append([dim, *parts, f"{ratio:.2f}"])
+    header = ["D", *(f"{v}: params / ms" for v in variants), "full / lowrank 16"]
+    return f"AutoIAF with each head (ms per SVI step).\n\n{table(header, cells)}\n\n{provenance(record)}\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "fit_quality": fit_quality,
     "fit_quality_ablation": fit_quality_ablation,
@@ -418,6 +433,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "packing": packing,
     "scale": scale,
     "plate_defaults": plate_defaults,
+    "head_threshold": head_threshold,
 }
 
 

@@ -226,3 +226,26 @@ def test_a_failing_guide_becomes_error_rows(monkeypatch):
     rows = scale.run_one(args)
     assert [r["budget"] for r in rows] == ["steps", "seconds"]
     assert all(r["error"] == "RuntimeError: no such guide" and r["dim"] == 20 for r in rows)
+
+
+def test_plate_defaults_quick_run_records_every_variant(tmp_path):
+    out_file = tmp_path / "plate_defaults.json"
+    command = [sys.executable, str(BENCHMARKS / "plate_defaults.py"), "--quick", "--out", str(out_file)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(out_file.read_text())["rows"]
+    plate_defaults = importlib.import_module("plate_defaults")
+    assert {row["variant"] for row in rows} == set(plate_defaults.VARIANTS)
+    assert all(len(row["curve"]) == 3 for row in rows)  # steps 0, 10 and 20
+
+
+def test_head_threshold_quick_run_times_every_head(tmp_path):
+    out_file = tmp_path / "head_threshold.json"
+    command = [sys.executable, str(BENCHMARKS / "head_threshold.py"), "--quick", "--out", str(out_file)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(out_file.read_text())["rows"]
+    assert {(row["dim"], row["variant"]) for row in rows} == {
+        (dim, variant) for dim in (16, 40) for variant in importlib.import_module("head_threshold").VARIANTS
+    }
+    assert all(row["s_per_step"] > 0 and row["params"] > 0 for row in rows)

@@ -269,8 +269,8 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, PlateFl
     @property
     def uses_stl(self) -> bool:
         """Whether the ELBO's gradient sticks the landing under ``Trace_ELBO``-type objectives
-        (``stl``, or the recipe's default; never by default with ``local_plates``, whose
-        cold start made the path gradient's noise blow the flow's tails up,
+        (``stl``, or the recipe's default; not by default with ``local_plates``: there it
+        costs about 1.5 times per step for a similar ELBO at equal seconds,
         ``benchmarks/plate_defaults.py``)."""
         if self.num_components > 1:
             return False

@@ -12,7 +12,7 @@ with :math:`g` the flow's non-linear core (near the identity at the start) and t
 :math:`O(Dk)` parameters and cost, :class:`~flowguide.flows.LowRankLinear`) or the
 identity (``affine="diagonal"``). ``"auto"`` is ``"full"`` up to
 :data:`FULL_HEAD_MAX_DIM` coordinates and ``"lowrank"`` above, where the full head's
-:math:`D(D-1)/2` parameters dominate a step (``benchmarks/scale.py --part head``). The
+:math:`D(D-1)/2` parameters dominate a step (``benchmarks/head_threshold.py``). The
 head is set from the guide's Gaussian start and puts the posterior where it belongs, so
 the core acts on standardized coordinates.
 """
@@ -35,10 +35,10 @@ __all__ = ["FULL_HEAD_MAX_DIM", "HEAD_RANK", "Affine", "AffineHead", "HeadedFlow
 Affine = Literal["auto", "full", "lowrank", "diagonal"]
 
 #: Largest dimension at which ``affine="auto"`` learns the full :math:`L`
-#: (``benchmarks/scale.py --part head``).
+#: (``benchmarks/head_threshold.py``).
 FULL_HEAD_MAX_DIM = 512
 
-#: Default rank :math:`k` of the low-rank head (``benchmarks/scale.py --part head``).
+#: Default rank :math:`k` of the low-rank head (``benchmarks/head_threshold.py``).
 HEAD_RANK = 16
 
 
