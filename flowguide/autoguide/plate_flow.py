@@ -218,7 +218,9 @@ class PlateFlow(nn.Module):
         base = self.conditional.base(context.shape[:-1])
         return FlowDistribution(base, self._transform(context, rows), path_log_prob=path)
 
-    def _detached_log_prob(self, global_latent: Tensor | None, rows: Tensor | None, value: Tensor) -> Tensor:
+    def _detached_log_prob(
+        self, global_latent: Tensor | None, rows: Tensor | None, value: Tensor, noise: Tensor
+    ) -> Tensor:
         with detached_parameters(self):
             context = self._context(global_latent, rows)
             u, ladj = self._transform(context, rows).inv_and_ladj(value)

@@ -36,7 +36,8 @@ class FlowDistribution(dist.TransformedDistribution):
     Arguments:
         base: Base distribution with event shape ``(D,)``.
         transform: Flow transform mapping base noise to the latent.
-        path_log_prob: Optional ``z -> log q(z)`` with the parameters detached.
+        path_log_prob: Optional ``(z, u) -> log q(z)`` with the parameters detached, given
+            the sample ``z`` and the base noise ``u`` it was pushed from.
 
     Example:
         >>> from flowguide.flows import iaf
@@ -52,7 +53,7 @@ class FlowDistribution(dist.TransformedDistribution):
         transform: FlowTransform,
         validate_args: bool | None = None,
         *,
-        path_log_prob: Callable[[Tensor], Tensor] | None = None,
+        path_log_prob: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__(base, [transform], validate_args=validate_args)
         self.path_log_prob = path_log_prob
@@ -71,7 +72,7 @@ class FlowDistribution(dist.TransformedDistribution):
         """The fused transform (also ``self.transforms[0]``, which ``expand`` carries over)."""
         return self.transforms[0]
 
-    _last: tuple[Tensor, Tensor, bool] | None = None
+    _last: tuple[Tensor, Tensor, bool, Tensor] | None = None
 
     def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
@@ -85,16 +86,16 @@ class FlowDistribution(dist.TransformedDistribution):
         u = self.base_dist.rsample(torch.Size(sample_shape))
         z, ladj = self.flow_transform.call_and_ladj(u)
         log_q = self.base_dist.log_prob(u) - ladj
-        self._last = (z, log_q, torch.is_grad_enabled())
+        self._last = (z, log_q, torch.is_grad_enabled(), u)
         return z, log_q
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._last is not None:
-            z, log_q, with_grad = self._last
+            z, log_q, with_grad, u = self._last
             if value is z and (with_grad or not torch.is_grad_enabled()):
                 if self.path_log_prob is None or not torch.is_grad_enabled():
                     return log_q
-                path = self.path_log_prob(z)  # same value up to rounding, path gradient only
+                path = self.path_log_prob(z, u)  # same value up to rounding, path gradient only
                 return log_q.detach() + (path - path.detach())
         u, ladj_inverse = self.flow_transform.inv_and_ladj(value)
         return self.base_dist.log_prob(u) + ladj_inverse

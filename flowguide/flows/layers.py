@@ -50,7 +50,14 @@ class FlowLayer(nn.Module):
     Arguments:
         dim: Number of coordinates :math:`D \\ge 1`.
         context_dim: Size of the context vector, or ``None`` for an unconditional layer.
+
+    Attributes:
+        sequential_inverse: Whether the inverse takes more than one pass (autoregressive
+            layers take :math:`D`, planar layers a root find); sticking the landing then
+            avoids it (:meth:`~flowguide.flows.Flow.forward`).
     """
+
+    sequential_inverse: bool = False
 
     def __init__(self, dim: int, context_dim: int | None = None) -> None:
         super().__init__()
@@ -159,6 +166,8 @@ class Planar(FlowLayer):
         torch.Size([8, 3])
     """
 
+    sequential_inverse = True
+
     def __init__(self, dim: int, context_dim: int | None = None, hidden_dims: Sequence[int] = (64,)) -> None:
         super().__init__(dim, context_dim)
         init = _identity_planar_init(dim)
@@ -208,6 +217,8 @@ class Autoregressive(FlowLayer):
         >>> torch.allclose(layer().inv(layer()(x)), x, atol=1e-5)
         True
     """
+
+    sequential_inverse = True
 
     def __init__(
         self,
