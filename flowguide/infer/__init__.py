@@ -2,6 +2,7 @@
 
 from flowguide.infer.annealing import AnnealedELBO, linear_schedule
 from flowguide.infer.objectives import DReG_ELBO, TraceSTL_ELBO, detached_guide_log_probs
+from flowguide.infer.particles import VmapParticlesELBO
 from flowguide.infer.stratified import MixtureGuide, StratifiedELBO
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "MixtureGuide",
     "StratifiedELBO",
     "TraceSTL_ELBO",
+    "VmapParticlesELBO",
     "detached_guide_log_probs",
     "linear_schedule",
 ]

@@ -29,6 +29,7 @@ from pyro.util import get_rng_state, set_rng_state
 from torch import Tensor
 
 from flowguide.autoguide.recipe import Recipe, RecipeGuide, RecipeSchedule
+from flowguide.infer.particles import VmapParticlesELBO
 from flowguide.training import distributed
 from flowguide.training.checkpoint import (
     check_writable,
@@ -112,7 +113,9 @@ class Trainer:
             torch optimizers take either.
         loss: A Pyro ELBO (anything with ``differentiable_loss``). Default: the recipe's
             ELBO (:meth:`~flowguide.autoguide.Recipe.elbo`; flow autoguides: 8 vectorized
-            particles), else ``Trace_ELBO()``.
+            particles; a model that does not broadcast over them gets the same particles
+            through ``torch.func.vmap``, :class:`~flowguide.infer.VmapParticlesELBO`),
+            else ``Trace_ELBO()``.
         recipe: The training recipe (:class:`~flowguide.autoguide.Recipe`). ``"auto"``
             (default) takes the guide's where it carries one
             (:class:`~flowguide.autoguide.RecipeGuide`, every flow autoguide), else none;
@@ -354,14 +357,24 @@ class Trainer:
     def _sequential_particles(self, error: Exception, args: tuple, kwargs: dict) -> poutine.Trace:
         """The guide's recommended ELBO failed on its vectorized particles: models written
         for one draw (a matrix product over a latent, say) do not broadcast over a particle
-        dimension. Keep the particles, drawn one after another, and say so."""
+        dimension. First the same particles with the model mapped over them by
+        ``torch.func.vmap`` (:class:`~flowguide.infer.VmapParticlesELBO`, one batched
+        pass); where the model does not allow that either (data-dependent control flow on
+        a latent), the particles drawn one after another, with a warning."""
+        vectorized = self.elbo
+        self.elbo = VmapParticlesELBO(num_particles=vectorized.num_particles)
+        self.loss_fn = _maybe_compiled(self.elbo.differentiable_loss, self._compile)
+        try:
+            return self._param_trace(args, kwargs)
+        except (RuntimeError, ValueError, IndexError) as mapped:
+            first_mapped = (str(mapped).strip().splitlines() or [""])[0][:200]
         self.elbo = self.recipe.elbo(vectorize_particles=False)
         self.loss_fn = _maybe_compiled(self.elbo.differentiable_loss, self._compile)
         first = (str(error).strip().splitlines() or [""])[0][:200]
         warnings.warn(
-            f"the model does not vectorize over particles ({type(error).__name__}: {first}); training "
-            f"with {self.elbo.num_particles} sequential particles, {self.elbo.num_particles}x the cost "
-            "per step. Pass loss= to choose the ELBO.",
+            f"the model does not vectorize over particles ({type(error).__name__}: {first}), nor run "
+            f"under torch.func.vmap ({first_mapped}); training with {self.elbo.num_particles} sequential "
+            f"particles, {self.elbo.num_particles}x the cost per step. Pass loss= to choose the ELBO.",
             stacklevel=3,
         )
         return self._param_trace(args, kwargs)

@@ -7,6 +7,7 @@ import os
 import pickle
 import signal
 import subprocess
+import warnings
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pyro.infer.autoguide import AutoNormal
 from torch.utils.data import TensorDataset
 
 from flowguide import AutoIAF, AutoPlanarFlow
+from flowguide.infer import VmapParticlesELBO
 from flowguide.training import (
     EarlyStopping,
     NaNGuard,
@@ -242,9 +244,27 @@ def unvectorized(x, y):
         pyro.sample("y", dist.Normal(x @ w, 1.0), obs=y)
 
 
-def test_a_model_that_does_not_vectorize_gets_sequential_particles_and_a_warning():
+def branching(x, y):
+    """Neither broadcasts (``x @ w``) nor maps under ``vmap`` (a Python float of a latent)."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    scale = 2.0 if float(w[0]) > 100.0 else 1.0
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(x @ w, scale), obs=y)
+
+
+def test_a_model_that_does_not_vectorize_gets_vmapped_particles():
     trainer = Trainer(unvectorized, fresh(model=unvectorized), device="cpu", progress=False)
-    with pytest.warns(UserWarning, match=r"does not vectorize over particles.*8 sequential particles"):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*sequential particles")
+        history = trainer.fit(X, Y, steps=20)
+    assert isinstance(trainer.elbo, VmapParticlesELBO) and trainer.elbo.num_particles == 8
+    assert all(torch.isfinite(torch.tensor(history.losses)))
+    assert history.losses[-1] < history.losses[0]
+
+
+def test_a_model_that_vmap_cannot_run_gets_sequential_particles_and_a_warning():
+    trainer = Trainer(branching, fresh(model=branching), device="cpu", progress=False)
+    with pytest.warns(UserWarning, match=r"does not vectorize over particles.*vmap.*8 sequential particles"):
         history = trainer.fit(X, Y, steps=20)
     assert (trainer.elbo.num_particles, trainer.elbo.vectorize_particles) == (8, False)
     assert all(torch.isfinite(torch.tensor(history.losses)))
@@ -315,6 +335,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 RANK_SEEDED = """
 import pyro, pyro.distributions as dist, torch, torch.distributed as td
 from flowguide import AutoIAF, AutoPlanarFlow
+from flowguide.infer import VmapParticlesELBO
 from flowguide.training import Trainer, init_from_env
 
 def model():
