@@ -3,6 +3,8 @@
     python benchmarks/real_models.py --out benchmarks/results/real_models.json
     python benchmarks/real_models.py --models eight_schools_noncentered --methods AutoIAF NUTS
     python benchmarks/real_models.py --part stl --out benchmarks/results/real_models_stl.json
+    python benchmarks/real_models.py --merge a.json b.json --out benchmarks/results/real_models_accuracy.json
+    python benchmarks/real_models.py --plot benchmarks/results/real_models_accuracy.json  # the figure
     python benchmarks/real_models.py --quick                 # a smoke run (the test suite does this)
 
 The models are ``benchmarks/suite_models.py``; each is scored against its NUTS reference
@@ -77,6 +79,7 @@ PYRO_GUIDES: dict[str, Callable] = {
     "pyro.AutoIAFNormal": AutoIAFNormal,
 }
 METHODS = [*FLOW_GUIDES, *PYRO_GUIDES, "NUTS"]
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "_static" / "figures" / "real_models_w1.png"
 
 
 # ------------------------------------------------------------------------------ accuracy
@@ -112,16 +115,17 @@ def guide_draws(guide: Callable, case: SuiteModel, shapes: dict, n: int) -> tupl
 
 
 def make_guide(method: str, case: SuiteModel) -> Callable:
-    if method in FLOW_GUIDES:  # the library's default start, the model's values at flat sites
-        options = {"init_loc_fn": init_strategy(case)} if case.init else {}
-        return FLOW_GUIDES[method](case.model, **options)
+    """A guide at its library's defaults; Pyro's ``init_to_median`` cannot start a flat
+    prior, so Pyro's guides get the model's start values there."""
+    if method in FLOW_GUIDES:
+        return FLOW_GUIDES[method](case.model)
     return PYRO_GUIDES[method](case.model, init_loc_fn=init_strategy(case))
 
 
-def make_trainer(method: str, case: SuiteModel, guide: Callable, callbacks: list) -> Trainer:
+def make_trainer(method: str, case: SuiteModel, guide: Callable, callbacks: list, loss=None) -> Trainer:
     options = {"device": "cpu", "progress": False, "callbacks": callbacks}
     if method in FLOW_GUIDES:
-        return Trainer(case.model, guide, **options)
+        return Trainer(case.model, guide, loss=loss, **options)
     return Trainer(
         case.model,
         guide,
@@ -160,12 +164,13 @@ class Curve:
         return self.seconds() > self.args.seconds
 
 
-def run_guide(method: str, case: SuiteModel, shapes: dict, ref: dict, args) -> dict:
+def run_guide(method: str, case: SuiteModel, shapes: dict, ref: dict, args, loss=None) -> dict:
+    """Train one guide to the target or the limit; ``loss`` replaces a flow guide's ELBO."""
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     curve = Curve(None, case, shapes, ref, args)
     guide = curve.guide = make_guide(method, case)
-    trainer = make_trainer(method, case, guide, [curve])
+    trainer = make_trainer(method, case, guide, [curve], loss)
     data = case.data(torch.float32)
     trainer.setup(*data)
     curve.score(0)
@@ -227,6 +232,7 @@ def time_to_target(curve: list, target: float) -> float | None:
 
 
 def run(args) -> list[dict]:
+    """Every model and method; the rows so far are saved after each model."""
     rows = []
     cases = suite()
     for name in args.models or list(cases):
@@ -250,6 +256,30 @@ def run(args) -> list[dict]:
                 f"steps {row['steps']}  ({time.perf_counter() - began:.0f} s)",
                 flush=True,
             )
+        save_rows(args.out, args, rows, benchmark="real_models_accuracy", device="cpu")
+    return rows
+
+
+def merge(files: list[Path], args) -> list[dict]:
+    """The rows of several runs of this script (models split over processes), in one file."""
+    import json
+
+    records = [json.loads(Path(f).read_text()) for f in files]
+    commits = {r["provenance"]["commit"] for r in records}
+    if len(commits) != 1 or len({r["benchmark"] for r in records}) != 1:
+        raise SystemExit(f"refusing to merge runs of different commits or benchmarks: {commits}")
+    settings = {k: v for k, v in records[0]["settings"].items() if k not in ("models", "out")}
+    for r in records[1:]:
+        other = {k: v for k, v in r["settings"].items() if k not in ("models", "out")}
+        if other != settings:
+            raise SystemExit("refusing to merge runs with different settings")
+    rows = [row for r in records for row in r["rows"]]
+    merged = {**records[0], "rows": rows}
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    merged["settings"] = {**records[0]["settings"], "models": models}
+    merged["settings"]["out"] = str(args.out)
+    Path(args.out).write_text(json.dumps(merged, indent=1) + "\n")
+    print(f"wrote {args.out}")
     return rows
 
 
@@ -277,7 +307,6 @@ def _step_seconds(
 def stl_part(args) -> list[dict]:
     """Step cost of the default AutoIAF (sticking the landing) at D = 10 against Pyro's
     AutoIAFNormal with the same particles, and the particle paths on ``diabetes_flat``."""
-    from flowguide import Recipe
     from flowguide.infer import VmapParticlesELBO
 
     X = torch.randn(200, 9, generator=torch.Generator().manual_seed(0))
@@ -295,9 +324,17 @@ def stl_part(args) -> list[dict]:
 
     particles = AutoIAF.recipe.particles
     elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+
+    def inverse_path():
+        guide = AutoIAF(regression)
+        guide(X, y)
+        guide.flow.jacobian_path_max_dim = 0  # the path term through the D-pass inverse
+        return guide, elbo
+
     builds = {
         "AutoIAF (stl, Jacobian path)": lambda: (AutoIAF(regression), elbo),
-        "AutoIAF (no stl)": lambda: (AutoIAF(regression, recipe=Recipe(stl=False)), elbo),
+        "AutoIAF (stl, inverse path)": inverse_path,
+        "AutoIAF (no stl)": lambda: (AutoIAF(regression, stl=False), elbo),
         "pyro.AutoIAFNormal": lambda: (AutoIAFNormal(regression), elbo),
     }
     seconds = _step_seconds(list(builds.values()), regression, (X, y), trainer, args.repeats, 20)
@@ -343,6 +380,41 @@ def stl_part(args) -> list[dict]:
     return rows
 
 
+def plot(results: Path, out: Path) -> None:
+    """W1 against seconds, one panel per model and one line per method, from a result file."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    record = json.loads(Path(results).read_text())
+    models: dict[str, list[dict]] = {}
+    for row in record["rows"]:
+        models.setdefault(row["model"], []).append(row)
+    columns = min(5, len(models))
+    rows = math.ceil(len(models) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
+    for ax, (model, runs) in zip(axes.flat, models.items(), strict=False):
+        for run in runs:
+            seconds = [max(point[1], 1e-2) for point in run["curve"]]
+            style = {"color": "black", "lw": 2} if run["method"] == "NUTS" else {"lw": 1}
+            ax.plot(seconds, [point[2] for point in run["curve"]], label=run["method"], **style)
+        ax.axhline(record["settings"]["target"], color="grey", ls=":", lw=1)
+        ax.set(xscale="log", yscale="log", title=model, xlabel="seconds")
+        ax.title.set_fontsize(9)
+    for ax in axes.flat[len(models) :]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("mean marginal W1 / ref sd")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -364,6 +436,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="one model, two methods, a few seconds")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="a result file: plot it (to --out) and stop")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, help="result files: merge into --out")
     args = parser.parse_args(argv)
     if args.quick:
         args.models = args.models or ["eight_schools_noncentered"]
@@ -375,10 +449,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse(argv)
+    if args.plot is not None:
+        plot(args.plot, args.out or FIGURE)
+        return []
+    if args.merge is not None:
+        return merge(args.merge, args)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float32)
-    rows = stl_part(args) if args.part == "stl" else run(args)
-    save_rows(args.out, args, rows, benchmark=f"real_models_{args.part}", device="cpu")
+    try:
+        if args.part == "stl":
+            rows = stl_part(args)
+            save_rows(args.out, args, rows, benchmark="real_models_stl", device="cpu")
+        else:
+            rows = run(args)
+    finally:
+        torch.set_num_threads(threads)
     return rows
 
 

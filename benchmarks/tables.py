@@ -419,6 +419,196 @@ def head_threshold(record: dict) -> str:
     return f"AutoIAF with each head (ms per SVI step).\n\n{table(header, cells)}\n\n{provenance(record)}\n"
 
 
+#: Method order in the real-model tables: the flow guides, Pyro's guides, then NUTS.
+REAL_METHODS = [
+    "AutoIAF",
+    "AutoNeuralSpline",
+    "AutoAffineCoupling",
+    "AutoPlanarFlow",
+    "AutoNormal",
+    "AutoMultivariateNormal",
+    "AutoLowRankMultivariateNormal",
+    "pyro.AutoIAFNormal",
+    "NUTS",
+]
+_SHORT = {
+    "AutoIAF": "IAF",
+    "AutoNeuralSpline": "NSF",
+    "AutoAffineCoupling": "Affine",
+    "AutoPlanarFlow": "Planar",
+    "AutoNormal": "Normal",
+    "AutoMultivariateNormal": "MVN",
+    "AutoLowRankMultivariateNormal": "LowRankMVN",
+    "pyro.AutoIAFNormal": "pyro IAF",
+    "NUTS": "NUTS",
+}
+
+
+def _by_model(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    out: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        out.setdefault(r["model"], {})[r["method"]] = r
+    return out
+
+
+def real_models_accuracy(record: dict) -> str:
+    """Time to W1 <= target per model and method, then the scores where each run stopped."""
+    target = record["settings"]["target"]
+    models = _by_model(record["rows"])
+    methods = [m for m in REAL_METHODS if any(m in runs for runs in models.values())]
+    reach = []
+    for model, runs in models.items():
+        cells = []
+        for m in methods:
+            r = runs.get(m)
+            if r is None:
+                cells.append("")
+            elif r["time_to_target"] is None:
+                cells.append(f"— ({r['w1']:.2f})")
+            else:
+                cells.append(f"{r['time_to_target']:.1f}")
+        reach.append([model, *cells])
+    flows = [
+        m
+        for m in methods
+        if m.startswith("Auto")
+        and m in ("AutoIAF", "AutoNeuralSpline", "AutoAffineCoupling", "AutoPlanarFlow")
+    ]
+    faster = [
+        model
+        for model, runs in models.items()
+        if "NUTS" in runs
+        and any(
+            runs[m]["time_to_target"] is not None
+            and (
+                runs["NUTS"]["time_to_target"] is None
+                or runs[m]["time_to_target"] < runs["NUTS"]["time_to_target"]
+            )
+            for m in flows
+            if m in runs
+        )
+    ]
+    goals = [_goal_row(model, runs, flows) for model, runs in models.items()]
+    scores = []
+    for model, runs in models.items():
+        for m in methods:
+            r = runs.get(m)
+            if r is None:
+                continue
+            guide = m != "NUTS"
+            scores.append(
+                [
+                    model,
+                    _SHORT[m],
+                    r["steps"],
+                    f"{r['seconds']:.1f}",
+                    f"{r['w1']:.3f}",
+                    f"{r['max_mean_error']:.2f}",
+                    f"{r['worst_sd_ratio']:.2f}",
+                    f"{r['elbo']:.1f}" if guide else "",
+                    f"{r['iwae']:.1f}" if guide else "",
+                    f"{r['khat']:.2f}" if guide else "",
+                ]
+            )
+    header = ["model", *(_SHORT[m] for m in methods)]
+    score_header = [
+        "model",
+        "method",
+        "steps",
+        "seconds",
+        "W1",
+        "max mean err",
+        "worst sd ratio",
+        "ELBO",
+        "IWAE",
+        "k-hat",
+    ]
+    return (
+        f"Seconds until the mean marginal W1 is at most {target} reference sds (— : not within "
+        f"{record['settings']['seconds']:g} s of training or the planned steps; the W1 reached in brackets). "
+        f"A flow guide is sooner than NUTS on {len(faster)} of {len(models)} models.\n\n"
+        f"{table(header, reach)}\n\n"
+        "The goals per model: a default flow guide should reach the target on a unimodal model "
+        "where AutoMultivariateNormal does not, and be no slower than the fastest of Pyro's guides "
+        "where both reach it; and a flow guide should be sooner than NUTS.\n\n"
+        f"{table(GOAL_HEADER, goals)}\n\n"
+        "Where each run stopped: W1, the largest |mean error| and the sd ratio farthest from 1 "
+        "(both in reference sds), and for the guides ELBO, IWAE and PSIS k-hat.\n\n"
+        f"{table(score_header, scores)}\n\n{provenance(record)}\n"
+    )
+
+
+GOAL_HEADER = [
+    "model",
+    "unimodal",
+    "MVN reaches",
+    "flow guides short of the goal",
+    "fastest flow / fastest Pyro",
+    "flow sooner than NUTS",
+]
+
+
+def _goal_row(model: str, runs: dict[str, dict], flows: list[str]) -> list[object]:
+    """One model's goals: which flow guides fall short, and the speed ratios."""
+
+    def reached(m: str) -> float | None:
+        return runs[m]["time_to_target"] if m in runs else None
+
+    pyro_times = [reached(m) for m in runs if m not in flows and m != "NUTS" and reached(m) is not None]
+    flow_times = [reached(m) for m in flows if reached(m) is not None]
+    mvn = reached("AutoMultivariateNormal") is not None
+    short = []
+    for m in flows:
+        if m not in runs:
+            continue
+        if reached(m) is None:
+            short.append(f"{_SHORT[m]} (not reached)")
+        elif reached(m) is not None and pyro_times and reached(m) > min(pyro_times):
+            short.append(f"{_SHORT[m]} (slower)")
+    ratio = f"{min(flow_times) / min(pyro_times):.2f}" if flow_times and pyro_times else "—"
+    nuts = reached("NUTS")
+    sooner = bool(flow_times) and (nuts is None or min(flow_times) < nuts)
+    unimodal = next(iter(runs.values())).get("unimodal", True)
+    return [
+        model,
+        "yes" if unimodal else "no",
+        "yes" if mvn else "no",
+        ", ".join(short) or "none",
+        ratio,
+        "yes" if sooner else "no",
+    ]
+
+
+def real_models_stl(record: dict) -> str:
+    """Seconds per training step: the STL paths of AutoIAF and the particle paths."""
+    stl = [
+        [r["guide"], r["dim"], r["particles"], f"{r['step_seconds'] * 1e3:.2f}", f"{r['ratio']:.2f}"]
+        for r in record["rows"]
+        if r["part"] == "stl"
+    ]
+    particles = [
+        [
+            r["path"],
+            f"{r['step_seconds'] * 1e3:.2f}",
+            f"{r['ratio']:.2f}",
+            "—" if r["time_to_target"] is None else f"{r['time_to_target']:.1f}",
+            f"{r['w1']:.3f}",
+        ]
+        for r in record["rows"]
+        if r["part"] == "particles"
+    ]
+    return (
+        "ms per training step, median of interleaved repeats; the ratio is over Pyro's "
+        "AutoIAFNormal.\n\n"
+        f"{table(['guide', 'D', 'particles', 'ms/step', 'ratio'], stl)}\n\n"
+        "A model written for one draw (`diabetes_flat`, AutoIAF): ms per step of each particle path "
+        "and its ratio over sequential particles, and the seconds until W1 is at most "
+        f"{record['settings']['target']} reference sds (the W1 where the run stopped).\n\n"
+        f"{table(['path', 'ms/step', 'ratio', 'seconds to target', 'W1'], particles)}\n\n"
+        f"{provenance(record)}\n"
+    )
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "fit_quality": fit_quality,
     "fit_quality_ablation": fit_quality_ablation,
@@ -434,6 +624,8 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "scale": scale,
     "plate_defaults": plate_defaults,
     "head_threshold": head_threshold,
+    "real_models_accuracy": real_models_accuracy,
+    "real_models_stl": real_models_stl,
 }
 
 

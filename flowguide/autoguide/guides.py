@@ -29,7 +29,6 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoContinuous, AutoGuide
-from pyro.infer.autoguide.initialization import init_to_median
 from pyro.optim import PyroOptim
 from torch import Tensor
 
@@ -49,6 +48,7 @@ from flowguide.autoguide.sites import (
     check_sites,
     given_plates,
     hide_enumerated,
+    init_to_median_or_flat,
 )
 from flowguide.autoguide.state import DeferredModuleState, adopt_stored_parameters
 from flowguide.autoguide.summaries import PosteriorSummaries
@@ -75,7 +75,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, PlateFl
             do). The affine head (see ``affine``) is appended after it.
         init_loc_fn: Per-site initialization (``init_to_median``, ``init_to_sample``,
             ``init_to_feasible``, ``init_to_value(values=...)``, ...); it sets
-            :math:`\mu`. Default ``init_to_median``.
+            :math:`\mu`. Default ``init_to_median`` (``init_to_feasible`` at flat-prior sites).
         init_scale: Initial posterior scale :math:`\sigma` in unconstrained space.
         num_summary_samples: Draws used by :meth:`median` and :meth:`quantiles`.
         affine: The head (:mod:`~flowguide.autoguide.head`): ``"full"`` ends the flow in
@@ -191,7 +191,7 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, PlateFl
             raise TypeError(f"recipe must be a flowguide Recipe, got {type(recipe).__name__}")
         flow(1)  # a dry run on one dimension surfaces bad options now, not at the first step
         self._default_init = init_loc_fn is None and init_scale is None
-        super().__init__(model, init_loc_fn=init_to_median if init_loc_fn is None else init_loc_fn)
+        super().__init__(model, init_loc_fn=init_to_median_or_flat if init_loc_fn is None else init_loc_fn)
         self._bare_model = (model,)  # without Pyro's InitMessenger: the log joint conditions every latent
         self._flow_fn = flow
         self.init_scale = 0.1 if init_scale is None else float(init_scale)

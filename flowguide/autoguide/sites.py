@@ -20,11 +20,13 @@ from collections.abc import Callable, Collection, Iterator
 from typing import Any, Literal
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.transforms import biject_to
 from pyro.distributions.util import sum_rightmost
 from pyro.infer.autoguide.guides import prototype_hide_fn
+from pyro.infer.autoguide.initialization import init_to_median
 from pyro.infer.autoguide.utils import helpful_support_errors
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
@@ -128,6 +130,36 @@ class _SubsampleSources(Messenger):
             self.chosen[msg["name"]] = msg["value"] is not None
 
 
+def is_flat(fn: dist.Distribution) -> bool:
+    """Whether ``fn`` is an improper flat prior (``ImproperUniform``, possibly wrapped by
+    ``expand`` or ``to_event``), which has a density but no draws."""
+    while isinstance(fn, (dist.Independent, dist.ExpandedDistribution)):
+        fn = fn.base_dist
+    return isinstance(fn, dist.ImproperUniform)
+
+
+def flat_start(fn: dist.Distribution) -> Tensor:
+    """A flat prior's start: the image of zero under ``biject_to(support)`` (Pyro's
+    ``init_to_feasible`` point, which it finds by drawing, and a flat prior has no draws)."""
+    to_support = biject_to(fn.support)
+    return to_support(torch.zeros(to_support.inverse_shape(fn.batch_shape + fn.event_shape)))
+
+
+def init_to_median_or_flat(site: dict) -> Tensor:
+    """The guides' default start: Pyro's ``init_to_median``, and at a flat-prior site
+    (no draws to take a median of) :func:`flat_start`."""
+    return flat_start(site["fn"]) if is_flat(site["fn"]) else init_to_median(site)
+
+
+class _FlatStarts(Messenger):
+    """Gives each unobserved flat-prior site its :func:`flat_start` where it would be drawn
+    (a flat prior cannot be sampled; the survey needs only the site's shape and support)."""
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["value"] is None and not msg["is_observed"] and is_flat(msg["fn"]):
+            msg["value"] = flat_start(msg["fn"])
+
+
 class ModelSurvey:
     """The model traced once with nothing hidden (observed and subsample sites too), and
     which plates' rows the model chose; traced on first use, leaving the user's random
@@ -142,7 +174,7 @@ class ModelSurvey:
         if self._result is None:
             model, args, kwargs = self._call
             sources = _SubsampleSources()
-            with torch.random.fork_rng(devices=[]), poutine.block(), sources:
+            with torch.random.fork_rng(devices=[]), poutine.block(), sources, _FlatStarts():
                 trace = poutine.trace(model).get_trace(*args, **kwargs)
             self._result = (trace, sources.chosen)
         return self._result

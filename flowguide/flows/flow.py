@@ -69,6 +69,9 @@ class Flow(nn.Module):
         normal = dist.Normal(self.base_loc, self.base_scale)
         return normal.expand(torch.Size(batch_shape) + normal.batch_shape).to_event(1)
 
+    #: Largest dimension for the Jacobian path of :meth:`path_log_prob` (0: always the inverse).
+    jacobian_path_max_dim: int = JACOBIAN_PATH_MAX_DIM
+
     @property
     def sequential_inverse(self) -> bool:
         """Whether any layer's inverse takes more than one pass."""
@@ -101,9 +104,9 @@ class Flow(nn.Module):
         at the sample :math:`z = f(u)` drawn from ``noise`` :math:`u`.
 
         Where the inverse takes one pass, this is :math:`\log q_{\bar\theta}(z)` through the
-        inverse. Where it is sequential (autoregressive, planar) and
-        :math:`D \le` :data:`JACOBIAN_PATH_MAX_DIM`, the inverse is skipped: by the
-        change of variables,
+        inverse. Where it is sequential (autoregressive, planar) and :math:`D \le`
+        :attr:`jacobian_path_max_dim` (:data:`JACOBIAN_PATH_MAX_DIM`), the inverse is
+        skipped: by the change of variables,
 
         .. math::
             \nabla_z \log q(z) = J_f(u)^{-\top}\, \nabla_u \big[\log p_u(u)
@@ -118,7 +121,7 @@ class Flow(nn.Module):
         """
         if (
             not self.sequential_inverse
-            or self.dim > JACOBIAN_PATH_MAX_DIM
+            or self.dim > self.jacobian_path_max_dim
             or not torch.is_grad_enabled()
             or torch.jit.is_tracing()  # a traced graph cannot hold the inner autograd.grad
         ):
