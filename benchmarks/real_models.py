@@ -240,11 +240,17 @@ def run(args) -> list[dict]:
         shapes, ref = latent_shapes(case), load_reference(name)
         for method in args.methods:
             began = time.perf_counter()
-            result = (
-                run_nuts(case, shapes, ref, args)
-                if method == "NUTS"
-                else run_guide(method, case, shapes, ref, args)
-            )
+            try:
+                result = (
+                    run_nuts(case, shapes, ref, args)
+                    if method == "NUTS"
+                    else run_guide(method, case, shapes, ref, args)
+                )
+            except (NotImplementedError, RuntimeError, ValueError) as error:  # a method that cannot run it
+                message = (str(error).strip().splitlines() or [""])[0][:200]
+                rows.append({"model": name, "method": method, "unimodal": case.unimodal, "error": message})
+                print(f"{name:28s} {method:30s} failed: {type(error).__name__}: {message}", flush=True)
+                continue
             row = {"model": name, "method": method, "unimodal": case.unimodal, **result}
             row["time_to_target"] = time_to_target(result["curve"], args.target)
             row["max_mean_error"] = float(np.abs(result["mean_error"]).max())

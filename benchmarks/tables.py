@@ -463,6 +463,8 @@ def real_models_accuracy(record: dict) -> str:
             r = runs.get(m)
             if r is None:
                 cells.append("")
+            elif "error" in r:
+                cells.append("cannot run")
             elif r["time_to_target"] is None:
                 cells.append(f"— ({r['w1']:.2f})")
             else:
@@ -479,9 +481,9 @@ def real_models_accuracy(record: dict) -> str:
         for model, runs in models.items()
         if "NUTS" in runs
         and any(
-            runs[m]["time_to_target"] is not None
+            runs[m].get("time_to_target") is not None
             and (
-                runs["NUTS"]["time_to_target"] is None
+                runs["NUTS"].get("time_to_target") is None
                 or runs[m]["time_to_target"] < runs["NUTS"]["time_to_target"]
             )
             for m in flows
@@ -493,7 +495,7 @@ def real_models_accuracy(record: dict) -> str:
     for model, runs in models.items():
         for m in methods:
             r = runs.get(m)
-            if r is None:
+            if r is None or "error" in r:
                 continue
             guide = m != "NUTS"
             scores.append(
@@ -528,7 +530,12 @@ def real_models_accuracy(record: dict) -> str:
         f"{record['settings']['seconds']:g} s of training or the planned steps; the W1 reached in brackets). "
         f"A flow guide is sooner than NUTS on {len(faster)} of {len(models)} models.\n\n"
         f"{table(header, reach)}\n\n"
-        "The goals per model: a default flow guide should reach the target on a unimodal model "
+        + "".join(
+            f"{_SHORT[r['method']]} cannot run `{r['model']}`: {r['error']}\n\n"
+            for r in record["rows"]
+            if "error" in r
+        )
+        + "The goals per model: a default flow guide should reach the target on a unimodal model "
         "where AutoMultivariateNormal does not, and be no slower than the fastest of Pyro's guides "
         "where both reach it; and a flow guide should be sooner than NUTS.\n\n"
         f"{table(GOAL_HEADER, goals)}\n\n"
@@ -552,7 +559,7 @@ def _goal_row(model: str, runs: dict[str, dict], flows: list[str]) -> list[objec
     """One model's goals: which flow guides fall short, and the speed ratios."""
 
     def reached(m: str) -> float | None:
-        return runs[m]["time_to_target"] if m in runs else None
+        return runs[m].get("time_to_target") if m in runs else None
 
     pyro_times = [reached(m) for m in runs if m not in flows and m != "NUTS" and reached(m) is not None]
     flow_times = [reached(m) for m in flows if reached(m) is not None]

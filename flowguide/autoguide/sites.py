@@ -35,8 +35,11 @@ from torch import Tensor
 __all__ = [
     "SitePlan",
     "SubsampledSites",
+    "flat_start",
     "full_shape",
     "hide_enumerated",
+    "init_to_median_or_flat",
+    "is_flat",
     "is_local",
     "subsampled_plates",
 ]
