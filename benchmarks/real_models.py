@@ -305,7 +305,7 @@ def _step_seconds(
     for _ in range(repeats):
         for i, trainer in enumerate(trainers):
             begin = time.perf_counter()
-            trainer.fit(*data, steps=steps)
+            trainer.fit(*data, steps=trainer.history.step + steps)  # fit counts steps in all
             times[i].append((time.perf_counter() - begin) / steps)
     return [float(np.median(t)) for t in times]
 
