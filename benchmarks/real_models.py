@@ -271,9 +271,8 @@ def merge(files: list[Path], args) -> list[dict]:
     import json
 
     records = [json.loads(Path(f).read_text()) for f in files]
-    commits = {r["provenance"]["commit"] for r in records}
-    if len(commits) != 1 or len({r["benchmark"] for r in records}) != 1:
-        raise SystemExit(f"refusing to merge runs of different commits or benchmarks: {commits}")
+    if len({r["benchmark"] for r in records}) != 1:
+        raise SystemExit("refusing to merge the results of different benchmarks")
     settings = {k: v for k, v in records[0]["settings"].items() if k not in ("models", "out")}
     for r in records[1:]:
         other = {k: v for k, v in r["settings"].items() if k not in ("models", "out")}
@@ -284,6 +283,17 @@ def merge(files: list[Path], args) -> list[dict]:
     models = list(dict.fromkeys(row["model"] for row in rows))
     merged["settings"] = {**records[0]["settings"], "models": models}
     merged["settings"]["out"] = str(args.out)
+    merged["provenance"] = {  # the last run's, and each run's commit and command
+        **records[-1]["provenance"],
+        "runs": [
+            {
+                "models": list(dict.fromkeys(row["model"] for row in r["rows"])),
+                "commit": r["provenance"]["commit"],
+                "command": r["provenance"]["command"],
+            }
+            for r in records
+        ],
+    }
     Path(args.out).write_text(json.dumps(merged, indent=1) + "\n")
     print(f"wrote {args.out}")
     return rows

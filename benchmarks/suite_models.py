@@ -521,10 +521,12 @@ def suite() -> dict[str, SuiteModel]:
 
 def latent_shapes(case: SuiteModel) -> dict[str, torch.Size]:
     """Each latent site's shape in one run of the model (flat sites at their start values)."""
-    init = pyro.infer.autoguide.initialization.init_to_value(values=case.init)
+    dtype = torch.get_default_dtype()  # the priors' dtype: the data and start values follow
+    values = {name: value.to(dtype) for name, value in case.init.items()}
+    init = pyro.infer.autoguide.initialization.init_to_value(values=values)
     with pyro.poutine.block():
         model = pyro.infer.autoguide.initialization.InitMessenger(init)(case.model)
-        trace = pyro.poutine.trace(model).get_trace(*case.args)
+        trace = pyro.poutine.trace(model).get_trace(*case.data(dtype))
     return {
         name: site["value"].shape
         for name, site in trace.nodes.items()
