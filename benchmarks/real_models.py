@@ -181,7 +181,7 @@ def run_guide(method: str, case: SuiteModel, shapes: dict, ref: dict, args, loss
         curve.score(history.step)
     values, log_q = guide_draws(guide, case, shapes, args.eval_draws)
     with torch.no_grad():
-        log_w = (case.log_joint(values) - log_q).double()
+        log_w = case.log_joint({k: v.double() for k, v in values.items()}) - log_q.double()  # float64 data
     draws = flatten(values, shapes)[1]
     psis = psis_diagnostic(log_w)
     return {
