@@ -381,16 +381,20 @@ def stl_part(args) -> list[dict]:
         "sequential, 1 particle": lambda: (guide(), Trace_ELBO(num_particles=1)),
     }
     seconds = _step_seconds(list(paths.values()), case.model, data, flat_trainer, args.repeats, 10)
-    rows += [
-        {
-            "part": "particles",
-            "model": "diabetes_flat",
-            "path": name,
-            "step_seconds": s,
-            "ratio": s / seconds[1],
-        }
-        for name, s in zip(paths, seconds, strict=True)
-    ]
+    shapes, ref = latent_shapes(case), load_reference(case.name)
+    for (name, build), s in zip(paths.items(), seconds, strict=True):
+        reached = run_guide("AutoIAF", case, shapes, ref, args, loss=build()[1])
+        rows.append(
+            {
+                "part": "particles",
+                "model": case.name,
+                "path": name,
+                "step_seconds": s,
+                "ratio": s / seconds[1],
+                "time_to_target": time_to_target(reached["curve"], args.target),
+                "w1": reached["w1"],
+            }
+        )
     for row in rows:
         print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     return rows

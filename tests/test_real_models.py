@@ -146,3 +146,14 @@ def test_real_models_quick_run(tmp_path):
         assert row["finite"] and math.isfinite(row["w1"]) and row["curve"]
         assert row["seconds"] >= row["curve"][0][1]
     assert out.exists()
+
+
+def test_real_models_stl_part_quick_run(tmp_path):
+    out = tmp_path / "stl.json"
+    rows = real_models.main(["--part", "stl", "--quick", "--out", str(out)])
+    stl = {row["guide"]: row for row in rows if row["part"] == "stl"}
+    assert stl["pyro.AutoIAFNormal"]["ratio"] == 1.0
+    assert all(row["step_seconds"] > 1e-4 for row in rows)  # each timed a real step
+    paths = [row for row in rows if row["part"] == "particles"]
+    assert [row["path"].split(",")[0] for row in paths] == ["vmap", "sequential", "sequential"]
+    assert all(math.isfinite(row["w1"]) for row in paths) and out.exists()
