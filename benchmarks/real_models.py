@@ -246,7 +246,7 @@ def run(args) -> list[dict]:
                     if method == "NUTS"
                     else run_guide(method, case, shapes, ref, args)
                 )
-            except (NotImplementedError, RuntimeError, ValueError) as error:  # a method that cannot run it
+            except (NotImplementedError, RuntimeError, ValueError) as error:  # cannot start, or diverged
                 message = (str(error).strip().splitlines() or [""])[0][:200]
                 rows.append({"model": name, "method": method, "unimodal": case.unimodal, "error": message})
                 print(f"{name:28s} {method:30s} failed: {type(error).__name__}: {message}", flush=True)

@@ -464,7 +464,7 @@ def real_models_accuracy(record: dict) -> str:
             if r is None:
                 cells.append("")
             elif "error" in r:
-                cells.append("cannot run")
+                cells.append("failed")
             elif r["time_to_target"] is None:
                 cells.append(f"— ({r['w1']:.2f})")
             else:
@@ -531,7 +531,7 @@ def real_models_accuracy(record: dict) -> str:
         f"A flow guide is sooner than NUTS on {len(faster)} of {len(models)} models.\n\n"
         f"{table(header, reach)}\n\n"
         + "".join(
-            f"{_SHORT[r['method']]} cannot run `{r['model']}`: {r['error']}\n\n"
+            f"{_SHORT[r['method']]} failed on `{r['model']}`: {r['error']}\n\n"
             for r in record["rows"]
             if "error" in r
         )
