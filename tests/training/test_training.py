@@ -7,8 +7,8 @@ import os
 import pickle
 import signal
 import subprocess
-import warnings
 import sys
+import warnings
 from pathlib import Path
 
 import pyro
