@@ -284,8 +284,9 @@ def merge(files: list[Path], args) -> list[dict]:
     models = list(dict.fromkeys(row["model"] for row in rows))
     merged["settings"] = {**records[0]["settings"], "models": models}
     merged["settings"]["out"] = str(args.out)
-    merged["provenance"] = {  # the last run's, and each run's commit and command
+    merged["provenance"] = {  # the last run's, the one command of all rows, and each run's
         **records[-1]["provenance"],
+        "command": f"python benchmarks/real_models.py --out {args.out}",
         "runs": [
             {
                 "models": list(dict.fromkeys(row["model"] for row in r["rows"])),

@@ -57,10 +57,9 @@ def provenance(record: dict) -> str:
     device = p["device"]
     where = device["cuda"] or f"{device['cpu']}, {device['cores']} cores, {device['threads']} thread(s)"
     dirty = " (with uncommitted changes)" if p["dirty"] else ""
-    return (
-        f"*Measured at commit `{p['commit'][:10]}`{dirty} on {p['date'][:10]}; {versions}; {where}. "
-        f"Reproduce: `{p['command']}`.*"
-    )
+    commits = list(dict.fromkeys(run["commit"][:10] for run in p.get("runs", []))) or [p["commit"][:10]]
+    at = f"commit `{commits[0]}`" if len(commits) == 1 else "commits " + ", ".join(f"`{c}`" for c in commits)
+    return f"*Measured at {at}{dirty} on {p['date'][:10]}; {versions}; {where}. Reproduce: `{p['command']}`.*"
 
 
 def _ordered(names: set[str]) -> list[str]:
