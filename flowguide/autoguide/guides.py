@@ -75,7 +75,8 @@ class AutoFlow(DeferredModuleState, PosteriorSummaries, MultimodalGuide, PlateFl
             do). The affine head (see ``affine``) is appended after it.
         init_loc_fn: Per-site initialization (``init_to_median``, ``init_to_sample``,
             ``init_to_feasible``, ``init_to_value(values=...)``, ...); it sets
-            :math:`\mu`. Default ``init_to_median`` (``init_to_feasible`` at flat-prior sites).
+            :math:`\mu`. Default ``init_to_median``, and at flat-prior sites
+            :func:`~flowguide.autoguide.sites.flat_start`.
         init_scale: Initial posterior scale :math:`\sigma` in unconstrained space.
         num_summary_samples: Draws used by :meth:`median` and :meth:`quantiles`.
         affine: The head (:mod:`~flowguide.autoguide.head`): ``"full"`` ends the flow in

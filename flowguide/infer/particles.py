@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import pyro
@@ -39,7 +40,14 @@ from pyro.poutine.subsample_messenger import _Subsample
 from pyro.poutine.trace_struct import Trace
 from torch import Tensor
 
-from flowguide.infer.stratified import MixtureGuide, StratifiedELBO, _check_reparameterized, _per_particle
+from flowguide.infer.stratified import (
+    MixtureGuide,
+    StratifiedELBO,
+    _check_reparameterized,
+    _per_particle,
+    _strata,
+    _stratified_loss,
+)
 
 __all__ = ["VmapParticlesELBO"]
 
@@ -75,23 +83,20 @@ class VmapParticlesELBO(StratifiedELBO):
         dim = self.max_plate_nesting  # counts the particles' plate, at its leftmost dim
         components = guide.num_components if isinstance(guide, MixtureGuide) else 1
         size = components * self.num_particles
-        with pyro.plate(_PARTICLES, size, dim=-dim):
-            if components > 1:
-                strata = torch.arange(components).repeat_interleave(self.num_particles)
-                with guide.stratum(strata.reshape((size,) + (1,) * (dim - 1))):
-                    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            else:
-                guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        stratum = (
+            guide.stratum(_strata(components, self.num_particles, dim)) if components > 1 else nullcontext()
+        )
+        with pyro.plate(_PARTICLES, size, dim=-dim), stratum:
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         guide_trace.compute_log_prob()
         component = guide.component_site if components > 1 else None
         _check_reparameterized(guide_trace, component or "the component")
         log_w = _mapped_log_joint(model, guide_trace, dim, size, args, kwargs) - _per_particle(
             guide_trace, dim
         )
-        if components == 1:
+        if component is None:
             return -log_w.mean()
-        weight = guide_trace.nodes[component]["log_prob"].reshape(-1).exp()
-        return -(weight * log_w).sum() / self.num_particles
+        return _stratified_loss(guide_trace, component, log_w, self.num_particles)
 
 
 def _mapped_log_joint(

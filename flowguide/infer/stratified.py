@@ -95,9 +95,6 @@ class StratifiedELBO(Trace_ELBO):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
         # Pyro counts the particles' plate in max_plate_nesting, at its leftmost dim
         dim, size = self.max_plate_nesting, components * self.num_particles
-        strata = (
-            torch.arange(components).repeat_interleave(self.num_particles).reshape((size,) + (1,) * (dim - 1))
-        )
 
         def plated(fn: Callable) -> Callable:
             def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -106,12 +103,11 @@ class StratifiedELBO(Trace_ELBO):
 
             return wrapped
 
-        with guide.stratum(strata):
+        with guide.stratum(_strata(components, self.num_particles, dim)):
             model_trace, guide_trace = self._get_trace(plated(model), plated(guide), args, kwargs)
         _check_reparameterized(guide_trace, guide.component_site)
         log_w = _per_particle(model_trace, dim) - _per_particle(guide_trace, dim)
-        weight = guide_trace.nodes[guide.component_site]["log_prob"].reshape(-1).exp()
-        return -(weight * log_w).sum() / self.num_particles
+        return _stratified_loss(guide_trace, guide.component_site, log_w, self.num_particles)
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         with torch.no_grad():
@@ -125,6 +121,20 @@ class StratifiedELBO(Trace_ELBO):
         if loss.requires_grad:
             loss.backward()
         return float(loss.detach())
+
+
+def _strata(components: int, num_particles: int, dim: int) -> Tensor:
+    """Each vectorized particle's component, ``num_particles`` per component, shaped for a
+    particle plate at ``-dim``."""
+    strata = torch.arange(components).repeat_interleave(num_particles)
+    return strata.reshape((components * num_particles,) + (1,) * (dim - 1))
+
+
+def _stratified_loss(guide_trace: Trace, component_site: str, log_w: Tensor, num_particles: int) -> Tensor:
+    """Minus the stratified ELBO: the per-particle ``log_w`` weighted by the component
+    weights, averaged within each component."""
+    weight = guide_trace.nodes[component_site]["log_prob"].reshape(-1).exp()
+    return -(weight * log_w).sum() / num_particles
 
 
 def _per_particle(trace: Trace, dim: int) -> Tensor:

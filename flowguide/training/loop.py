@@ -101,6 +101,11 @@ class EarlyStopping:
         return self.waited >= self.patience
 
 
+def _first_line(error: Exception) -> str:
+    """The first line of an error's message, at most 200 characters."""
+    return (str(error).strip().splitlines() or [""])[0][:200]
+
+
 class Trainer:
     """Trains a guide (and the model's parameters) by minimizing an ELBO loss.
 
@@ -361,20 +366,19 @@ class Trainer:
         ``torch.func.vmap`` (:class:`~flowguide.infer.VmapParticlesELBO`, one batched
         pass); where the model does not allow that either (data-dependent control flow on
         a latent), the particles drawn one after another, with a warning."""
-        vectorized = self.elbo
-        self.elbo = VmapParticlesELBO(num_particles=vectorized.num_particles)
+        self.elbo = VmapParticlesELBO(num_particles=self.elbo.num_particles)
         self.loss_fn = _maybe_compiled(self.elbo.differentiable_loss, self._compile)
         try:
             return self._param_trace(args, kwargs)
         except (RuntimeError, ValueError, IndexError) as mapped:
-            first_mapped = (str(mapped).strip().splitlines() or [""])[0][:200]
+            mapped_error = mapped
         self.elbo = self.recipe.elbo(vectorize_particles=False)
         self.loss_fn = _maybe_compiled(self.elbo.differentiable_loss, self._compile)
-        first = (str(error).strip().splitlines() or [""])[0][:200]
         warnings.warn(
-            f"the model does not vectorize over particles ({type(error).__name__}: {first}), nor run "
-            f"under torch.func.vmap ({first_mapped}); training with {self.elbo.num_particles} sequential "
-            f"particles, {self.elbo.num_particles}x the cost per step. Pass loss= to choose the ELBO.",
+            f"the model does not vectorize over particles ({type(error).__name__}: {_first_line(error)}), "
+            f"nor run under torch.func.vmap ({_first_line(mapped_error)}); training with "
+            f"{self.elbo.num_particles} sequential particles, {self.elbo.num_particles}x the cost per "
+            "step. Pass loss= to choose the ELBO.",
             stacklevel=3,
         )
         return self._param_trace(args, kwargs)
