@@ -58,8 +58,7 @@ def init_strategy(case: SuiteModel):
     """The prior median, or the model's start values at its flat sites."""
     if not case.init:
         return init_to_median
-    values = {name: value.to(torch.get_default_dtype()) for name, value in case.init.items()}
-    return init_to_value(values=values, fallback=init_to_median)
+    return init_to_value(values=case.start(), fallback=init_to_median)
 
 
 def run_chains(case: SuiteModel, args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], float]:

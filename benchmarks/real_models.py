@@ -64,6 +64,7 @@ from suite_models import SuiteModel, latent_shapes, suite
 
 from flowguide import AutoAffineCoupling, AutoIAF, AutoNeuralSpline, AutoPlanarFlow
 from flowguide.diagnostics import psis_diagnostic
+from flowguide.infer.stratified import _per_particle
 from flowguide.training import Trainer
 
 FLOW_GUIDES: dict[str, Callable] = {
@@ -105,11 +106,7 @@ def guide_draws(guide: Callable, case: SuiteModel, shapes: dict, n: int) -> tupl
         with pyro.plate("_eval_draws", n, dim=-(case.max_plate_nesting + 1)):
             trace = poutine.trace(guide).get_trace(*case.data(torch.get_default_dtype()))
         trace.compute_log_prob()
-    log_q = torch.zeros(n)
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and not site["is_observed"]:
-            lp = site["log_prob"]
-            log_q = log_q + (lp.reshape(n, -1).sum(-1) if lp.dim() > 0 and lp.numel() >= n else lp.sum())
+    log_q = _per_particle(trace, case.max_plate_nesting + 1)  # the guide's sites, per draw
     values = {name: trace.nodes[name]["value"].reshape(n, *shape) for name, shape in shapes.items()}
     return values, log_q
 

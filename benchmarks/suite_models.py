@@ -84,6 +84,10 @@ class SuiteModel:
         """The model's arguments in ``dtype`` (integer tensors unchanged)."""
         return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in self.args)
 
+    def start(self) -> Values:
+        """The flat sites' start values in torch's default dtype (the priors')."""
+        return {name: value.to(torch.get_default_dtype()) for name, value in self.init.items()}
+
 
 # ------------------------------------------------------------------------------ formulas
 def normal_lpdf(x: Tensor, loc, scale) -> Tensor:
@@ -525,12 +529,10 @@ def suite() -> dict[str, SuiteModel]:
 
 def latent_shapes(case: SuiteModel) -> dict[str, torch.Size]:
     """Each latent site's shape in one run of the model (flat sites at their start values)."""
-    dtype = torch.get_default_dtype()  # the priors' dtype: the data and start values follow
-    values = {name: value.to(dtype) for name, value in case.init.items()}
-    init = pyro.infer.autoguide.initialization.init_to_value(values=values)
+    init = pyro.infer.autoguide.initialization.init_to_value(values=case.start())
     with pyro.poutine.block():
         model = pyro.infer.autoguide.initialization.InitMessenger(init)(case.model)
-        trace = pyro.poutine.trace(model).get_trace(*case.data(dtype))
+        trace = pyro.poutine.trace(model).get_trace(*case.data(torch.get_default_dtype()))
     return {
         name: site["value"].shape
         for name, site in trace.nodes.items()

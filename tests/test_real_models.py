@@ -15,6 +15,8 @@ from pyro.infer.autoguide.initialization import InitMessenger, init_to_value
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
+from flowguide.infer.stratified import _per_particle
+
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -73,11 +75,7 @@ def test_under_a_particle_plate_the_model_scores_each_draw_by_its_log_joint(name
     with pyro.plate("particles", draws, dim=-(case.max_plate_nesting + 1)):
         trace = pyro.poutine.trace(case.model).get_trace(*case.args)
     trace.compute_log_prob()
-    per_draw = torch.zeros(draws)
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and not site_is_subsample(site):
-            log_prob = site["log_prob"]
-            per_draw = per_draw + log_prob.reshape(draws, -1).sum(-1)
+    per_draw = _per_particle(trace, case.max_plate_nesting + 1)
     values = {n: trace.nodes[n]["value"].reshape(draws, *s) for n, s in latent_shapes(case).items()}
     expected = case.log_joint(values)
     finite = torch.isfinite(expected)
