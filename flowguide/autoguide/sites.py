@@ -135,7 +135,16 @@ class _SubsampleSources(Messenger):
 
 def is_flat(fn: dist.Distribution) -> bool:
     """Whether ``fn`` is an improper flat prior (``ImproperUniform``, possibly wrapped by
-    ``expand`` or ``to_event``), which has a density but no draws."""
+    ``expand`` or ``to_event``), which has a density but no draws.
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> from pyro.distributions import constraints
+        >>> is_flat(dist.ImproperUniform(constraints.real, (3,), ()).to_event(1))
+        True
+        >>> is_flat(dist.Normal(0.0, 1.0))
+        False
+    """
     while isinstance(fn, (dist.Independent, dist.ExpandedDistribution)):
         fn = fn.base_dist
     return isinstance(fn, dist.ImproperUniform)
@@ -143,14 +152,28 @@ def is_flat(fn: dist.Distribution) -> bool:
 
 def flat_start(fn: dist.Distribution) -> Tensor:
     """A flat prior's start: the image of zero under ``biject_to(support)`` (Pyro's
-    ``init_to_feasible`` point, which it finds by drawing, and a flat prior has no draws)."""
+    ``init_to_feasible`` point, which it finds by drawing, and a flat prior has no draws).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> from pyro.distributions import constraints
+        >>> flat_start(dist.ImproperUniform(constraints.positive, (2,), ()))
+        tensor([1., 1.])
+    """
     to_support = biject_to(fn.support)
     return to_support(torch.zeros(to_support.inverse_shape(fn.batch_shape + fn.event_shape)))
 
 
 def init_to_median_or_flat(site: dict) -> Tensor:
     """The guides' default start: Pyro's ``init_to_median``, and at a flat-prior site
-    (no draws to take a median of) :func:`flat_start`."""
+    (no draws to take a median of) :func:`flat_start`.
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> from pyro.distributions import constraints
+        >>> init_to_median_or_flat({"name": "beta", "fn": dist.ImproperUniform(constraints.real, (), (2,))})
+        tensor([0., 0.])
+    """
     return flat_start(site["fn"]) if is_flat(site["fn"]) else init_to_median(site)
 
 

@@ -118,6 +118,17 @@ class Flow(nn.Module):
         :math:`s^\top z` with :math:`s` that score held fixed: the same gradient as the
         inverse gives, exactly (``benchmarks/real_models.py --part stl`` measures the cost).
         Under ``torch.jit`` tracing (``JitTrace_ELBO``) the inverse is used.
+
+        Example:
+            >>> import torch
+            >>> from flowguide.flows import iaf
+            >>> flow = iaf(3).double()
+            >>> u = torch.randn(5, 3, dtype=torch.float64)
+            >>> z = flow.transform(None)(u).detach().requires_grad_(True)
+            >>> jacobian_path = torch.autograd.grad(flow.path_log_prob(None, z, u).sum(), z)[0]
+            >>> inverse_path = torch.autograd.grad(flow().log_prob(z).sum(), z)[0]
+            >>> torch.allclose(jacobian_path, inverse_path)
+            True
         """
         if (
             not self.sequential_inverse
